@@ -1,0 +1,435 @@
+"""Typed run configuration: the composed Hydra config is merged into these dataclasses and validated at start.
+
+Everything that changes results lives here with its source; `validate()` turns impossible combinations into one
+`ConfigError` before any model is loaded. The GRPO batch derivation (16 prompts x 4 completions per optimizer step
+at any world size, trap T8) is `derive_batch()`, the only place it is computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from clsrl_exp.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16 (trap T12)
+SCALE_REWARDS = ("group", "batch", "none")
+TRAINERS = ("none", "grpo", "sft")
+SETTINGS = ("fewshot", "base2new")
+ROLLOUTS = ("hf", "vllm-colocate", "vllm-server", "auto")
+
+
+# ----------------------------------------------------------------------------------------------------- model
+@dataclass
+class TinyBuild:
+    """A random Qwen2-VL built offline (tokenizer trained in-process); see `clsrl_exp.models.build_tiny`."""
+
+    seed: int = 0
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vision_depth: int = 1
+    vision_embed_dim: int = 32
+    vision_heads: int = 2
+    vocab_size: int = 512
+    corpus: list[str] = field(default_factory=list)  # extra words that must become single tokens (class names)
+
+
+@dataclass
+class WarmArm:
+    method: str = MISSING  # a method option whose train template the warm start uses
+    target: str = MISSING  # target with {x} (random class) and {y} (random class): no label information
+
+
+@dataclass
+class WarmStart:
+    """Label-free SFT so a random tiny model emits class names at all (learncheck.md: without it rewards are 0)."""
+
+    datasets: list[str] = field(default_factory=list)
+    arms: list[WarmArm] = field(default_factory=list)
+    steps: int = 150
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    seed: int = 777
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    path: str | None = None  # hub id or local dir; None = build the tiny model offline (needs `tiny`)
+    family: str = "qwen2vl"  # qwen2vl | qwen25vl
+    dtype: str = "bfloat16"  # on CUDA; CPU always float32
+    attn_implementation: str = "sdpa"
+    image_size: int = 384  # every image is resized to image_size x image_size (LANCZOS) in train and eval
+    min_pixels: int = 3136
+    max_pixels: int = 401408
+    tiny: TinyBuild | None = None
+    warm_start: WarmStart | None = None
+
+
+# ----------------------------------------------------------------------------------------------------- data
+@dataclass
+class ClassNames:
+    underscores_to_spaces: bool = True  # CoOp stores raw names and cleans them at prompt time
+    rename: dict[str, str] = field(default_factory=dict)  # raw -> display, applied before the underscore rule
+
+
+@dataclass
+class SyntheticSpec:
+    kind: str = "colors"  # colors | shapes
+    n_train_per_class: int = 100
+    n_val_per_class: int = 0
+    n_test_per_class: int = 50
+    size: int = 56
+    seed: int = 0
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    layout: str = "split_json"  # split_json | imagenet | fgvc_aircraft (reader in clsrl_exp.data.layouts)
+    dataset_dir: str = MISSING  # folder under data.root
+    image_dir: str = ""  # folder under dataset_dir that split paths are relative to ("" = dataset_dir)
+    split_file: str | None = None  # under dataset_dir
+    question: str = MISSING  # paper.md 1.1
+    epochs: int = 50  # paper.md 3.1: ImageNet 10, SUN397 25, EuroSAT 100, others 50
+    classnames: ClassNames = field(default_factory=ClassNames)
+    synthetic: SyntheticSpec | None = None  # generated on first use into the same layout
+
+
+@dataclass
+class DataConfig:
+    root: str = MISSING
+    cache_dir: str = MISSING  # few-shot subsets and frozen eval option lists (small JSON)
+    include_val_in_test: bool = False  # the official eval may have scored test+val rows (paper.md 4.2)
+
+
+@dataclass
+class SettingConfig:
+    name: str = "fewshot"
+    option_fraction: float = 0.4  # few-shot 40% of classes, base-to-new 80% (paper.md 1.1)
+    option_all_below: int = 30  # fewer than this many options -> use all classes
+    option_cap: int = 100
+    base_split: str = "floor"  # floor (CLS-RL data) | ceil (CoCoOp)
+
+
+# ----------------------------------------------------------------------------------------------------- method
+@dataclass
+class RewardSpec:
+    name: str = MISSING
+    weight: float = 1.0
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    train_template: str = "{question}"
+    eval_templates: dict[str, str] = field(default_factory=dict)  # keys: default, and optionally test/base/new
+    system_prompt: str | None = None
+    image_first: bool = True
+    target_template: str | None = None  # SFT target
+    rewards: list[RewardSpec] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    """Union of the GRPO and SFT sections; `kind` says which fields apply (validated in `validate`)."""
+
+    kind: str = "none"
+    learning_rate: float = 1e-6
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    epochs: float = 1.0
+    max_steps: int = -1
+    prompts_per_step: int = 16  # prompts per optimizer step over all GPUs
+    micro_batch_size: int = 8  # sequences per device per forward
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    logging_steps: int = 1
+    save_steps: int = 500
+    save_total_limit: int = 1
+    # GRPO
+    beta: float = 0.04
+    loss_type: str = "grpo"
+    scale_rewards: str = "group"
+    num_iterations: int = 1
+    num_generations: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 50
+    max_completion_length: int = 1024
+    epsilon: float = 0.2
+    mask_truncated_completions: bool = False
+    log_completions: bool = False
+    # SFT
+    completion_only_loss: bool = False
+    # passthrough for any other TRL argument (kept visible in the resolved config)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RolloutConfig:
+    name: str = "hf"  # hf | vllm-colocate | vllm-server | auto (the name maps onto TRL's use_vllm + vllm_mode)
+    gpu_memory_utilization: float = 0.3
+    enable_sleep_mode: bool = False
+    max_prompt_text_tokens: int = 1024  # text budget of one prompt; checked against the real prompts at start
+    max_model_length: int | None = None  # derived: image tokens + text budget + max_completion_length
+    server_base_url: str | None = None
+    importance_sampling_correction: bool = True
+    importance_sampling_mode: str = "sequence_mask"
+    importance_sampling_clip_max: float = 3.0
+
+
+@dataclass
+class EvalConfig:
+    backend: str = "hf"  # hf | vllm
+    batch_size: int = 64
+    max_new_tokens: int = 1024
+    greedy: bool = True
+    datasets: Any = None  # None = the run's dataset; a list of dataset options; or "all"
+    all_datasets: list[str] = field(default_factory=list)
+    prompt: str = "eval"  # eval = the method's eval template (official eval scripts); train = its train template
+    limit: int | None = None  # score only the first N items per eval set (debugging)
+    cache_zeroshot: bool = True
+    curve_every: int = 0  # > 0: held-out accuracy every N optimizer steps during training (train.curve)
+    curve_limit: int = 200  # items per eval set for the curve
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+    project: str = "clsrl-exp"
+    entity: str | None = None
+    mode: str = "offline"
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    output_root: str = "outputs"
+    runs: str = "outputs/runs"
+    cache: str = "outputs/cache"
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    setting: SettingConfig = field(default_factory=SettingConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    shots: int = 4
+    seed: int = 1
+    sweep_name: str | None = None
+    run_dir: str = MISSING
+
+
+# ----------------------------------------------------------------------------------------------------- loading
+def to_run_config(cfg: DictConfig | dict) -> RunConfig:
+    """Merge a composed config into the typed schema; type errors become one `ConfigError`."""
+    if isinstance(cfg, DictConfig):
+        container = OmegaConf.to_container(cfg, resolve=True)
+        container.pop("hydra", None)
+    else:
+        container = dict(cfg)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), container)
+        run = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"invalid config value at '{key}': {e.msg if hasattr(e, 'msg') else e}") from None
+    validate(run)
+    return run
+
+
+def load_option(group: str, name: str) -> DictConfig:
+    """Load one option of a config group by name (e.g. another dataset for `eval.datasets`)."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.exists():
+        avail = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+        raise ConfigError(f"unknown {group} '{name}' (no {path.relative_to(CONF_DIR.parent)}); available: {avail}")
+    node = OmegaConf.load(path)
+    node.pop("defaults", None)
+    return node[group] if group in node and len(node) == 1 else node
+
+
+def dataset_config(name: str) -> DatasetConfig:
+    node = OmegaConf.merge(OmegaConf.structured(DatasetConfig), load_option("dataset", name))
+    return OmegaConf.to_object(node)
+
+
+def method_config(name: str) -> MethodConfig:
+    node = OmegaConf.merge(OmegaConf.structured(MethodConfig), load_option("method", name))
+    return OmegaConf.to_object(node)
+
+
+# ----------------------------------------------------------------------------------------------------- checks
+def validate(run: RunConfig) -> None:
+    """Fail at start, not an hour in: every check names the key and the fix."""
+    t, m = run.train, run.method
+    if run.shots < 1:
+        raise ConfigError(f"shots must be >= 1 (got {run.shots}); use shots=1|2|4|8|16")
+    if t.kind not in TRAINERS:
+        raise ConfigError(f"train.kind must be one of {TRAINERS} (got '{t.kind}')")
+    if run.setting.name not in SETTINGS:
+        raise ConfigError(f"setting.name must be one of {SETTINGS} (got '{run.setting.name}')")
+    if run.setting.base_split not in ("floor", "ceil"):
+        raise ConfigError(f"setting.base_split must be floor or ceil (got '{run.setting.base_split}')")
+    if t.kind == "grpo":
+        if t.num_generations < 2:
+            raise ConfigError(
+                f"train.num_generations must be >= 2 (got {t.num_generations}): GRPO advantages compare "
+                "completions within a group; use train.num_generations=4 (the paper's G)"
+            )
+        if t.loss_type not in LOSS_TYPES:
+            raise ConfigError(f"train.loss_type must be one of {LOSS_TYPES} (got '{t.loss_type}')")
+        if t.scale_rewards not in SCALE_REWARDS:
+            raise ConfigError(f"train.scale_rewards must be one of {SCALE_REWARDS} (got '{t.scale_rewards}')")
+        if not m.rewards:
+            raise ConfigError(f"method '{m.name}' trains with GRPO but lists no rewards (method.rewards)")
+        from clsrl_exp.rewards import REWARDS  # pure module, cheap
+
+        for r in m.rewards:
+            if r.name not in REWARDS:
+                raise ConfigError(f"unknown reward '{r.name}' in method '{m.name}'; known: {sorted(REWARDS)}")
+        if t.max_completion_length < 1:
+            raise ConfigError("train.max_completion_length must be >= 1")
+    if t.kind == "sft" and not m.target_template:
+        raise ConfigError(f"method '{m.name}' trains with SFT but has no method.target_template")
+    if t.prompts_per_step < 1 or t.micro_batch_size < 1:
+        raise ConfigError("train.prompts_per_step and train.micro_batch_size must be >= 1")
+    if run.rollout.name not in ROLLOUTS:
+        raise ConfigError(f"rollout.name must be one of {ROLLOUTS} (got '{run.rollout.name}')")
+    if run.eval.backend not in ("hf", "vllm"):
+        raise ConfigError(f"eval.backend must be hf or vllm (got '{run.eval.backend}')")
+    if run.eval.prompt not in ("eval", "train"):
+        raise ConfigError(f"eval.prompt must be eval or train (got '{run.eval.prompt}')")
+    if run.eval.batch_size < 1:
+        raise ConfigError(f"eval.batch_size must be >= 1 (got {run.eval.batch_size})")
+    if "default" not in m.eval_templates:
+        raise ConfigError(f"method '{m.name}' needs method.eval_templates.default")
+    if run.model.path is None and run.model.tiny is None:
+        raise ConfigError(f"model '{run.model.name}' has neither model.path nor a model.tiny build spec")
+    if run.model.family not in ("qwen2vl", "qwen25vl"):
+        raise ConfigError(f"model.family must be qwen2vl or qwen25vl (got '{run.model.family}')")
+    if run.model.min_pixels > run.model.max_pixels:
+        raise ConfigError("model.min_pixels must be <= model.max_pixels")
+
+
+# ----------------------------------------------------------------------------------------------------- batch
+@dataclass(frozen=True)
+class BatchPlan:
+    """How `prompts_per_step` x G completions per optimizer step map onto TRL's arguments (trap T8)."""
+
+    world_size: int
+    prompts_per_step: int
+    num_generations: int
+    per_device_train_batch_size: int  # completions per device per micro-step (TRL counts completions)
+    gradient_accumulation_steps: int
+    generation_batch_size: int  # completions generated per optimizer step over all ranks
+
+    @property
+    def completions_per_step(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
+
+    def describe(self) -> str:
+        return (
+            f"{self.prompts_per_step} prompts x {self.num_generations} completions per optimizer step = "
+            f"{self.world_size} GPU(s) x per_device_train_batch_size {self.per_device_train_batch_size} x "
+            f"gradient_accumulation_steps {self.gradient_accumulation_steps}"
+        )
+
+
+def derive_batch(prompts_per_step: int, num_generations: int, world_size: int, micro_batch_size: int) -> BatchPlan:
+    """Derive TRL batch arguments so every optimizer step sees the same prompts x completions on any world size.
+
+    >>> derive_batch(16, 4, 1, 8).gradient_accumulation_steps
+    8
+    >>> p = derive_batch(16, 4, 8, 8); (p.per_device_train_batch_size, p.gradient_accumulation_steps)
+    (8, 1)
+    """
+    total = prompts_per_step * num_generations
+    if world_size < 1 or total % world_size:
+        raise ConfigError(
+            f"{prompts_per_step} prompts x {num_generations} completions = {total} completions per step cannot be "
+            f"split evenly over {world_size} processes; choose train.prompts_per_step so that the product divides"
+        )
+    per_rank = total // world_size
+    bs = min(micro_batch_size, per_rank)
+    while per_rank % bs:  # largest micro batch <= micro_batch_size that divides the per-rank share
+        bs -= 1
+    plan = BatchPlan(world_size, prompts_per_step, num_generations, bs, per_rank // bs, total)
+    assert plan.completions_per_step == total
+    return plan
+
+
+# ----------------------------------------------------------------------------------------------------- identity
+# Keys that do not change results: where things are written, how they are logged, and speed-only knobs.
+NON_IDENTITY = ("hydra", "paths", "logger", "data.root", "data.cache_dir", "eval.batch_size", "run_dir", "sweep_name")
+
+
+def identity(container: dict) -> dict:
+    """The part of a resolved config that defines a run's results (what a sweep compares to skip a cell)."""
+    ident = json.loads(json.dumps(container, default=str))
+    for key in NON_IDENTITY:
+        node, *rest = key.split(".")
+        if not rest:
+            ident.pop(node, None)
+        elif isinstance(ident.get(node), dict):
+            ident[node].pop(rest[0], None)
+    if ident.get("train", {}).get("kind") == "none":  # zero-shot: training settings and shots change nothing
+        ident.pop("train", None)
+        ident.pop("shots", None)
+    return ident
+
+
+def identity_hash(container: dict) -> str:
+    blob = json.dumps(identity(container), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def run_relpath(container: dict) -> str:
+    """`<setting>/<dataset>/<method>/<model>/k<shots>-s<seed>-<hash>`: readable, unique per identity."""
+    c = container
+    return (
+        f"{c['setting']['name']}/{c['dataset']['name']}/{c['method']['name']}/{c['model']['name']}/"
+        f"k{c['shots']}-s{c['seed']}-{identity_hash(c)}"
+    )
+
+
+def _resolver_run_relpath(*, _root_: DictConfig) -> str:
+    container = {k: OmegaConf.to_container(_root_[k], resolve=True) if OmegaConf.is_config(_root_[k]) else _root_[k]
+                 for k in _root_ if k not in ("hydra", "run_dir")}
+    return run_relpath(container)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("clsrl_run"):
+        OmegaConf.register_new_resolver("clsrl_run", _resolver_run_relpath)
+    if not OmegaConf.has_resolver("clsrl_vllm_len"):
+        def vllm_len(image_size, max_pixels, text_tokens, completion):
+            from clsrl_exp.train.rollout import vllm_max_model_length
+
+            return vllm_max_model_length(int(image_size), int(max_pixels), int(text_tokens), int(completion))
+
+        OmegaConf.register_new_resolver("clsrl_vllm_len", vllm_len)
+
+
+register_resolvers()
