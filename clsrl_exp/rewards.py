@@ -1,0 +1,188 @@
+"""Rule-based rewards (TRL signature) and evaluation scoring for CLS-RL / No-Thinking-RL.
+
+Pure module: only the standard library. Every reward has the TRL signature
+``f(completions, label, **kwargs) -> list[float]`` and returns exactly 0.0 or 1.0 per completion;
+TRL logs each one as ``rewards/<__name__>/mean``, so the function names are part of the interface.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+_THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+_ANSWER_ONLY = re.compile(r"<answer>.*?</answer>", re.DOTALL)
+_ANSWER_LINE = re.compile(r"<answer>(.*?)</answer>")  # no DOTALL: an answer spanning a newline is not extracted
+_ANSWER_EVAL = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
+
+
+def completion_text(c: Any) -> str:
+    """The text of one completion: a plain string, or TRL's conversational ``[{"role", "content"}, ...]``.
+
+    The content of the first message is used; a content list of parts has its text parts joined (no separator).
+
+    >>> completion_text("<answer>cat</answer>")
+    '<answer>cat</answer>'
+    >>> completion_text([{"role": "assistant", "content": "dog"}])
+    'dog'
+    >>> parts = [{"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"}]
+    >>> completion_text([{"role": "assistant", "content": parts}])
+    'ab'
+    >>> completion_text([])
+    ''
+    """
+    if isinstance(c, str):
+        return c
+    if isinstance(c, dict):
+        c = [c]
+    if not c:
+        return ""
+    content = c[0].get("content", "")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") or "" for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+
+
+def _texts(completions: Sequence[Any], label: Sequence[str]) -> list[str]:
+    """Completion texts, after checking there is one label per completion.
+
+    >>> _texts(["a", [{"role": "assistant", "content": "b"}]], ["x", "y"])
+    ['a', 'b']
+    >>> _texts(["a"], ["x", "y"])
+    Traceback (most recent call last):
+    ...
+    ValueError: got 1 completions but 2 labels; expected one label per completion
+    """
+    if len(completions) != len(label):
+        raise ValueError(
+            f"got {len(completions)} completions but {len(label)} labels; expected one label per completion"
+        )
+    return [completion_text(c) for c in completions]
+
+
+def format_reward(completions: Sequence[Any], label: Sequence[str], **kwargs: Any) -> list[float]:
+    """1.0 iff the WHOLE completion is ``<think>...</think>`` then (whitespace) ``<answer>...</answer>``.
+
+    >>> format_reward(["<think>x</think>\\n<answer>cat</answer>", "<answer>cat</answer>"], ["cat", "cat"])
+    [1.0, 0.0]
+    >>> format_reward(["hi <think>x</think><answer>cat</answer>"], ["cat"], prompts=None)
+    [0.0]
+    """
+    return [1.0 if _THINK_ANSWER.fullmatch(t) else 0.0 for t in _texts(completions, label)]
+
+
+def accuracy_reward(completions: Sequence[Any], label: Sequence[str], **kwargs: Any) -> list[float]:
+    """CLS-RL accuracy: the first ``<answer>(.*?)</answer>`` (same line only), stripped, equals the label ignoring case.
+
+    Without an answer-tag match the whole stripped completion is compared instead. The official code first
+    tries math-verify on the answer; it is left out here because it only fires on numeric labels.
+
+    >>> accuracy_reward(["<think>.</think><answer> Cat </answer>", "<answer>dog</answer>", "cat"], ["cat"] * 3)
+    [1.0, 0.0, 1.0]
+    >>> accuracy_reward(["<answer>\\ncat</answer>"], ["cat"])  # spans a newline: not extracted, whole text compared
+    [0.0]
+    >>> accuracy_reward(["<answer>cat</answer><answer>dog</answer>"], ["dog"])  # first answer wins
+    [0.0]
+    """
+    out = []
+    for text, gt in zip(_texts(completions, label), label, strict=True):
+        m = _ANSWER_LINE.search(text)
+        ans = m.group(1).strip() if m else text.strip()
+        out.append(1.0 if ans.lower() == gt.strip().lower() else 0.0)
+    return out
+
+
+def equality_reward(completions: Sequence[Any], label: Sequence[str], **kwargs: Any) -> list[float]:
+    """No-Thinking-RL: 1.0 iff the raw completion equals the label exactly (case-sensitive, no strip, no tags).
+
+    >>> equality_reward(["cat", "Cat", "cat ", "<answer>cat</answer>"], ["cat"] * 4)
+    [1.0, 0.0, 0.0, 0.0]
+    """
+    return [1.0 if t == gt else 0.0 for t, gt in zip(_texts(completions, label), label, strict=True)]
+
+
+def adaptive_format_reward(completions: Sequence[Any], label: Sequence[str], **kwargs: Any) -> list[float]:
+    """1.0 iff the WHOLE completion is ``<answer>...</answer>`` or ``<think>...</think>`` + ``<answer>...</answer>``.
+
+    >>> adaptive_format_reward(["<answer>cat</answer>", "<think>x</think> <answer>cat</answer>", "cat"], ["cat"] * 3)
+    [1.0, 1.0, 0.0]
+    """
+    return [1.0 if _ANSWER_ONLY.fullmatch(t) or _THINK_ANSWER.fullmatch(t) else 0.0 for t in _texts(completions, label)]
+
+
+REWARDS: dict[str, Callable[..., list[float]]] = {
+    "format": format_reward,
+    "accuracy": accuracy_reward,
+    "equality": equality_reward,
+    "adaptive_format": adaptive_format_reward,
+}
+
+
+def get_reward(name: str) -> Callable[..., list[float]]:
+    """The reward function registered under `name`.
+
+    >>> get_reward("accuracy").__name__
+    'accuracy_reward'
+    >>> get_reward("nope")
+    Traceback (most recent call last):
+    ...
+    KeyError: "unknown reward 'nope'; known: ['format', 'accuracy', 'equality', 'adaptive_format']"
+    """
+    try:
+        return REWARDS[name]
+    except KeyError:
+        raise KeyError(f"unknown reward {name!r}; known: {list(REWARDS)}") from None
+
+
+def extract_answer(output: str) -> str:
+    """The first ``<answer>...</answer>`` content (may span lines), stripped; else the whole output stripped.
+
+    >>> extract_answer("<think>hm</think><answer>\\n  Golden Retriever \\n</answer>")
+    'Golden Retriever'
+    >>> extract_answer("  just text ")
+    'just text'
+    """
+    m = _ANSWER_EVAL.search(output)
+    return (m.group(1) if m else output).strip()
+
+
+def lenient_match(output: str, label: str) -> bool:
+    """The paper's eval rule: answer equals or contains the label, ignoring case; retry with ``_`` as spaces.
+
+    The label is stripped; an empty or whitespace-only label (or one that becomes empty) never matches.
+
+    >>> lenient_match("<answer>a Golden Retriever</answer>", "golden retriever")
+    True
+    >>> lenient_match("<answer>sea lion</answer>", "sea_lion")
+    True
+    >>> lenient_match("<answer>lion</answer>", "sea lion")
+    False
+    >>> lenient_match("anything", "  ")
+    False
+    """
+    ans = extract_answer(output).lower()
+    candidates = [label]
+    if "_" in label:
+        candidates.append(label.replace("_", " "))
+    for cand in candidates:
+        gt = cand.strip().lower()
+        if gt and (ans == gt or gt in ans):
+            return True
+    return False
+
+
+def strict_match(output: str, label: str) -> bool:
+    """The extracted answer equals the stripped label, ignoring case; nothing else (an empty label never matches).
+
+    >>> strict_match("<answer> Cat </answer>", "cat")
+    True
+    >>> strict_match("<answer>a cat</answer>", "cat")
+    False
+    >>> strict_match("", "")
+    False
+    """
+    gt = label.strip().lower()
+    return bool(gt) and extract_answer(output).lower() == gt
