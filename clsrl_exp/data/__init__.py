@@ -1,0 +1,48 @@
+"""Data for CLS-RL runs: CoOp layouts on disk -> K-shot training examples and frozen multiple-choice eval sets.
+
+The run code uses exactly this API:
+
+- `ensure_dataset(ds, root)`: generate a synthetic dataset on first use (no-op for real ones).
+- `load_splits(ds, root) -> Splits`: the raw split (`layouts.py`; readers chosen by `dataset.layout`).
+- `display_name(raw, ds)`: the class name shown in prompts and compared by rewards.
+- `train_examples(run, ds) -> list[Example]`: the K-shot subset (base classes only in base2new) with options.
+- `eval_sets(run, ds) -> list[EvalSet]`: `test` (few-shot) or `base` + `new` (base2new), options frozen on disk.
+- `load_image(path, size)`: open, RGB, LANCZOS resize to (size, size).
+
+The data root is `data.root` (or env `CLSRL_DATA`); caches go to `data.cache_dir` (see `protocol.py`).
+"""
+
+from clsrl_exp.data.images import image_is_readable, load_image
+from clsrl_exp.data.layouts import LAYOUTS, Item, Splits, load_splits, resolve_root
+from clsrl_exp.data.protocol import (
+    EvalSet,
+    Example,
+    class_halves,
+    display_name,
+    ensure_dataset,
+    eval_sets,
+    fewshot_subset,
+    label_space,
+    sample_fewshot,
+    train_examples,
+)
+
+__all__ = [
+    "LAYOUTS",
+    "EvalSet",
+    "Example",
+    "Item",
+    "Splits",
+    "class_halves",
+    "display_name",
+    "ensure_dataset",
+    "eval_sets",
+    "fewshot_subset",
+    "image_is_readable",
+    "label_space",
+    "load_image",
+    "load_splits",
+    "resolve_root",
+    "sample_fewshot",
+    "train_examples",
+]

@@ -1,0 +1,257 @@
+"""The evaluation protocol on top of a loaded split: K-shot subsets, base/new halves, option lists, frozen eval sets.
+
+Caches (small JSON, relative image paths, written atomically) under `run.data.cache_dir`:
+- `<cache>/<dataset>/fewshot/shot_<K>-seed_<S>.json`: the K-shot training subset (shared by both settings, as in
+  CoOp where base-to-new filters the same `shot_K-seed_S` subset); invalidated when the split's sha256 changes.
+- `<cache>/<dataset>/<setting>/seed_<S>/eval_<split>.json`: every test item with its frozen option list, so
+  zero-shot, SFT and RL runs are scored on identical prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clsrl_exp.config import DatasetConfig, RunConfig
+from clsrl_exp.data.images import image_is_readable
+from clsrl_exp.data.layouts import Item, Splits, load_splits
+from clsrl_exp.data.synthetic import ensure_synthetic
+from clsrl_exp.errors import DataError
+from clsrl_exp.prompts import option_count, option_list
+
+FEWSHOT_VERSION = 1
+EVAL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str  # stable item id: the image path relative to the dataset's image root (as in the split file)
+    image_path: str  # absolute path
+    label: str  # display class name (the answer string the rewards compare against)
+    options: tuple[str, ...]  # display names shown in the prompt
+    split: str  # "train" | "test" | "base" | "new"
+
+
+@dataclass
+class EvalSet:
+    dataset: str  # dataset config name
+    split: str  # "test" (fewshot) | "base" | "new" (base2new)
+    question: str
+    examples: list[Example]
+    missing: list[str] = field(default_factory=list)  # ids in the split whose image file does not exist
+
+
+def ensure_dataset(ds: DatasetConfig, root: str | os.PathLike | None) -> None:
+    """Generate a synthetic dataset on first use (creating the root if needed); a no-op for real datasets."""
+    if ds.synthetic is None:
+        return
+    text = str(root) if root not in (None, "", "???") else os.environ.get("CLSRL_DATA", "")
+    if not text:
+        raise DataError("data root not set: pass data.root=/path/to/data or set the environment variable CLSRL_DATA")
+    ensure_synthetic(ds, text)
+
+
+def display_name(raw: str, ds: DatasetConfig) -> str:
+    """Rename map first (CoOp NEW_CNAMES), then underscores -> spaces if enabled (CoOp's prompt-time cleanup).
+
+    >>> from clsrl_exp.config import ClassNames
+    >>> ds = DatasetConfig(name="x", dataset_dir="x", question="?", classnames=ClassNames(rename={"Faces": "face"}))
+    >>> [display_name(n, ds) for n in ("Faces", "car_side", "face")]
+    ['face', 'car side', 'face']
+    """
+    name = ds.classnames.rename.get(raw, raw)
+    return name.replace("_", " ") if ds.classnames.underscores_to_spaces else name
+
+
+def class_halves(num_classes: int, base_split: str) -> tuple[list[int], list[int]]:
+    """Base = first floor(C/2) labels (CLS-RL) or ceil(C/2) (CoCoOp `subsample_classes`); new = the rest.
+
+    >>> class_halves(5, "floor"), class_halves(5, "ceil")
+    (([0, 1], [2, 3, 4]), ([0, 1, 2], [3, 4]))
+    """
+    if base_split not in ("floor", "ceil"):
+        raise ValueError(f"base_split must be floor or ceil (got {base_split!r})")
+    m = num_classes // 2 if base_split == "floor" else math.ceil(num_classes / 2)
+    return list(range(m)), list(range(m, num_classes))
+
+
+def sample_fewshot(items: Sequence[Item], shots: int, seed: int, classnames: Sequence[str] = ()) -> list[Item]:
+    """K items per label: group by label (items keep split order), then `rng.sample(group, K)` in label order.
+
+    Same per-label `random.sample` as Dassl's `generate_fewshot_dataset`, but with our own string-seeded
+    `random.Random(f"fewshot:{seed}")` instead of the global RNG seeded by `set_random_seed`, so subsets are
+    reproducible on any machine/process but not bit-identical to CoOp's `shot_K-seed_S.pkl`. Unlike Dassl (which
+    keeps all items of a too-small class), a class with fewer than K items is an error.
+
+    >>> items = [Item(f"{c}{i}.jpg", c, str(c)) for c in (0, 1) for i in range(5)]
+    >>> [it.path for it in sample_fewshot(items, 2, seed=1)] == [it.path for it in sample_fewshot(items, 2, seed=1)]
+    True
+    """
+    groups: dict[int, list[Item]] = {}
+    for it in items:
+        groups.setdefault(it.label, []).append(it)
+    for label in range(len(classnames)):
+        groups.setdefault(label, [])
+    rng = random.Random(f"fewshot:{seed}")
+    out: list[Item] = []
+    for label in sorted(groups):
+        group = groups[label]
+        if len(group) < shots:
+            name = classnames[label] if label < len(classnames) else group[0].classname
+            raise DataError(
+                f"shots={shots} is larger than the smallest class: class '{name}' (label {label}) has only "
+                f"{len(group)} training image(s); use shots<={len(group)}"
+            )
+        out.extend(rng.sample(group, shots))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- caches
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Write JSON to a temp file in the same folder, fsync, then `os.replace` (readers never see partial files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def cache_root(run: RunConfig, ds: DatasetConfig) -> Path:
+    """`<data.cache_dir>/<dataset>` (falls back to `paths.cache` when data.cache_dir is unset)."""
+    base = run.data.cache_dir if run.data.cache_dir not in (None, "", "???") else run.paths.cache
+    return Path(base).expanduser() / ds.name
+
+
+def fewshot_subset(run: RunConfig, ds: DatasetConfig, splits: Splits) -> list[Item]:
+    """The cached K-shot subset over all classes for (dataset, run.shots, run.seed)."""
+    path = cache_root(run, ds) / "fewshot" / f"shot_{run.shots}-seed_{run.seed}.json"
+    key = {"dataset": ds.name, "shots": run.shots, "seed": run.seed, "split_sha256": splits.fingerprint}
+    cached = _read_json(path) if path.exists() else None
+    if cached and cached.get("version") == FEWSHOT_VERSION and all(cached.get(k) == v for k, v in key.items()):
+        try:
+            return [Item(p, int(lab), c) for p, lab, c in cached["train"]]
+        except (KeyError, TypeError, ValueError):
+            pass  # unreadable cache: rebuild it below
+    subset = sample_fewshot(splits.train, run.shots, run.seed, splits.classnames)
+    body = {"version": FEWSHOT_VERSION, **key, "sampler": f"random.Random('fewshot:{run.seed}').sample per label"}
+    write_json_atomic(path, {**body, "train": [[it.path, it.label, it.classname] for it in subset]})
+    return subset
+
+
+def label_space(splits: Splits, ds: DatasetConfig, labels: Sequence[int]) -> list[str]:
+    """Display names of `labels` in label order; duplicates (ImageNet has a few) are listed once."""
+    return list(dict.fromkeys(display_name(splits.classnames[i], ds) for i in labels))
+
+
+def _space_labels(run: RunConfig, splits: Splits) -> dict[str, list[int]]:
+    """Eval split name -> labels in its label space; the first entry also gives the training label space."""
+    n = len(splits.classnames)
+    if run.setting.name == "base2new":
+        base, new = class_halves(n, run.setting.base_split)
+        return {"base": base, "new": new}
+    return {"test": list(range(n))}
+
+
+def _n_options(run: RunConfig, space: Sequence[str]) -> int:
+    s = run.setting
+    return option_count(len(space), s.option_fraction, s.option_all_below, s.option_cap)
+
+
+# ----------------------------------------------------------------------------------------------------- public
+def train_examples(run: RunConfig, ds: DatasetConfig) -> list[Example]:
+    """K-shot training examples (base classes only in base2new), options drawn on the fly from their label space."""
+    ensure_dataset(ds, run.data.root)
+    splits = load_splits(ds, run.data.root)
+    subset = fewshot_subset(run, ds, splits)
+    labels = next(iter(_space_labels(run, splits).values()))  # all classes, or the base half
+    keep = set(labels)
+    subset = [it for it in subset if it.label in keep]  # sample over all classes first, then filter (CoOp order)
+    space = label_space(splits, ds, labels)
+    n = _n_options(run, space)
+    out = []
+    for it in subset:
+        path = splits.image_root / it.path
+        if not image_is_readable(path):
+            raise DataError(f"training image missing or unreadable: {path}")
+        label = display_name(it.classname, ds)
+        opts = option_list(space, label, n, seed=run.seed, example_id=it.path)
+        out.append(Example(it.path, str(path), label, tuple(opts), "train"))
+    return out
+
+
+def _eval_key(run: RunConfig, ds: DatasetConfig, split: str, splits: Splits) -> dict:
+    s = run.setting
+    return {
+        "dataset": ds.name, "setting": s.name, "split": split, "seed": run.seed,
+        "base_split": s.base_split if s.name == "base2new" else None, "option_fraction": s.option_fraction,
+        "option_all_below": s.option_all_below, "option_cap": s.option_cap,
+        "include_val_in_test": run.data.include_val_in_test, "split_sha256": splits.fingerprint,
+    }  # fmt: skip
+
+
+def _frozen_items(run: RunConfig, ds: DatasetConfig, splits: Splits, split: str, labels: list[int]) -> list[dict]:
+    path = cache_root(run, ds) / run.setting.name / f"seed_{run.seed}" / f"eval_{split}.json"
+    key = _eval_key(run, ds, split, splits)
+    cached = _read_json(path) if path.exists() else None
+    if cached and cached.get("version") == EVAL_VERSION and cached.get("key") == key:
+        items = cached.get("items")
+        if isinstance(items, list) and all(isinstance(i, dict) and {"id", "label", "options"} <= i.keys()
+                                           for i in items):
+            return items
+    if cached and cached.get("key") != key:
+        was = cached.get("key") if isinstance(cached.get("key"), dict) else {}
+        diff = ", ".join(f"{k}={was.get(k)!r}->{v!r}" for k, v in key.items() if was.get(k) != v)
+        warnings.warn(f"rebuilding frozen eval options {path} ({diff})", stacklevel=3)
+    keep = set(labels)
+    pool = splits.test + (splits.val if run.data.include_val_in_test else [])
+    space = label_space(splits, ds, labels)
+    n = _n_options(run, space)
+    items = []
+    for it in pool:
+        if it.label in keep:
+            label = display_name(it.classname, ds)
+            opts = option_list(space, label, n, seed=run.seed, example_id=it.path)
+            items.append({"id": it.path, "label": label, "label_index": it.label, "options": opts})
+    write_json_atomic(path, {"version": EVAL_VERSION, "key": key, "question": ds.question, "classes": space,
+                             "num_options": n, "items": items})
+    return items
+
+
+def eval_sets(run: RunConfig, ds: DatasetConfig) -> list[EvalSet]:
+    """`test` (few-shot) or `base` + `new` (base2new), each with frozen option lists; missing images reported."""
+    ensure_dataset(ds, run.data.root)
+    splits = load_splits(ds, run.data.root)
+    out = []
+    for split, labels in _space_labels(run, splits).items():
+        examples, missing = [], []
+        for rec in _frozen_items(run, ds, splits, split, labels):
+            path = splits.image_root / rec["id"]
+            if not os.path.exists(path):
+                missing.append(rec["id"])
+                continue
+            examples.append(Example(rec["id"], str(path), rec["label"], tuple(rec["options"]), split))
+        out.append(EvalSet(ds.name, split, ds.question, examples, missing))
+    return out
+
+
