@@ -1,0 +1,75 @@
+"""`python -m clsrl_exp [group=option ...] [key=value ...]`: compose the config, validate it, run one cell.
+
+    python -m clsrl_exp model=qwen2vl-2b method=nothink shots=4 dataset=dtd   # train + evaluate + record
+    python -m clsrl_exp +sweep=paper-fewshot                                  # a grid from sweeps/ (multirun)
+    python -m clsrl_exp --cfg job model=qwen2vl-2b method=nothink             # print the composed config
+    python -m clsrl_exp --help                                                # config groups and options
+
+Bad input stops at start with one `error: ...` line and a non-zero exit. In a sweep, a failing cell is recorded and
+the others go on; the sweep ends with a summary and a non-zero exit if any cell failed (clsrl_exp.sweep).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from clsrl_exp import config  # noqa: F401  (registers the run-dir resolvers before Hydra composes)
+from clsrl_exp.errors import UserError
+
+log = logging.getLogger("clsrl_exp")
+
+
+def _cell(cfg: DictConfig) -> dict:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    run = config.to_run_config(container)
+    from clsrl_exp.run import run_cell
+
+    return run_cell(run, container)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def task(cfg: DictConfig) -> dict:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return _cell(cfg)
+    except UserError as e:
+        if not multirun:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(e.exit_code)
+        log.error("error: %s", e)
+        return _failed(run_dir, f"{type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - in a sweep one cell's crash must not stop the others
+        if not multirun:
+            raise
+        log.exception("cell failed")
+        return _failed(run_dir, f"{type(e).__name__}: {e}")
+
+
+def _failed(run_dir: Path, message: str) -> dict:
+    """Record a failed cell (status, message, traceback file) without touching its checkpoints or predictions."""
+    from clsrl_exp.results import RESULT, atomic_write_json, read_record
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").write_text(traceback.format_exc())
+    rec = read_record(run_dir) or {"schema": 1, "run_dir": str(run_dir)}
+    rec.update(status="failed", error=message)
+    atomic_write_json(run_dir / RESULT, rec)
+    return {"cell": "failed", "run_dir": str(run_dir), "error": message}
+
+
+def main() -> None:
+    task()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Models and processors: load by hub id or path; build the tiny offline Qwen2-VL; keep pixel bounds in one place.
+
+The tiny model is the real architecture with random weights, a BPE tokenizer trained in-process on the Qwen
+special tokens, Qwen's chat template (TRL ships it) and a processor with small pixel bounds. It is saved under
+`<cache>/models/` keyed by a hash of its spec and loaded from that path like any hub model, so TRL can rebuild the
+reference model from `config._name_or_path` (trap T6). A file lock makes concurrent sweep cells build it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from clsrl_exp.config import ModelConfig, TinyBuild
+
+log = logging.getLogger(__name__)
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+            "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+            "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+PATCH, MERGE = 14, 2  # Qwen2-VL / Qwen2.5-VL vision patch and spatial merge
+
+
+def image_tokens(image_size: int, min_pixels: int, max_pixels: int) -> int:
+    """Visual tokens of one image_size x image_size image after Qwen's smart-resize (patch 14, merge 2).
+
+    >>> image_tokens(384, 3136, 401408), image_tokens(56, 3136, 3136)
+    (196, 4)
+    """
+    factor = PATCH * MERGE
+    h = w = max(factor, round(image_size / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(image_size * image_size / max_pixels)
+        h = w = max(factor, math.floor(image_size / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (image_size * image_size))
+        h = w = math.ceil(image_size * beta / factor) * factor
+    return (h // factor) * (w // factor)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def spec_hash(*parts: object) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# ----------------------------------------------------------------------------------------------------- tiny
+def _chat_template() -> str:
+    from trl.chat_template_utils import qwen2_5_vl_chat_template  # byte-identical to Qwen2-VL's own template
+
+    return qwen2_5_vl_chat_template
+
+
+def build_tokenizer(spec: TinyBuild, corpus: list[str]):
+    import json as _json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    words = [w for w in spec.corpus] + [" " + w for w in spec.corpus]
+    lines = ["You are a helpful assistant.", "system user assistant", *corpus, *words]
+    bpe.train_from_iterator(lines * 50, trainers.BpeTrainer(
+        vocab_size=spec.vocab_size, special_tokens=SPECIALS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    m = _json.loads(bpe.to_str())["model"]
+    merges = [tuple(x) if isinstance(x, list) else tuple(x.split(" ")) for x in m["merges"]]  # v5 wants tuples
+    tok = Qwen2Tokenizer(vocab=m["vocab"], merges=merges, unk_token=None, bos_token=None,
+                         eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": SPECIALS[1:]})
+    tok.chat_template = _chat_template()
+    tok.padding_side = "left"  # trap T10: batched generation and TRL's mm_token_type_ids need left padding
+    return tok
+
+
+def build_tiny(model_cfg: ModelConfig, out_dir: Path, corpus: list[str]) -> Path:
+    """Build and save a deterministic random Qwen2-VL + tokenizer + processor (learncheck.md recipe)."""
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    spec = model_cfg.tiny
+    tok = build_tokenizer(spec, corpus)
+    template = _chat_template()
+    proc = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=model_cfg.min_pixels, max_pixels=model_cfg.max_pixels),
+        tokenizer=tok, video_processor=Qwen2VLVideoProcessor(), chat_template=template)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
+    half = spec.hidden_size // spec.num_heads // 2  # mrope_section must sum to head_dim / 2
+    mrope = [half // 4, 3 * half // 8, half - half // 4 - 3 * half // 8]
+    cfg = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tok), hidden_size=spec.hidden_size, intermediate_size=2 * spec.hidden_size,
+            num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
+            num_key_value_heads=spec.num_kv_heads, max_position_embeddings=2048,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope},
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(depth=spec.vision_depth, embed_dim=spec.vision_embed_dim, hidden_size=spec.hidden_size,
+                           num_heads=spec.vision_heads, mlp_ratio=2, patch_size=PATCH, spatial_merge_size=MERGE,
+                           temporal_patch_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(spec.seed)
+    model = Qwen2VLForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    proc.save_pretrained(tmp)
+    os.replace(tmp, out_dir)
+    log.info("built tiny %s (%d parameters, vocab %d) at %s", model_cfg.name,
+             sum(p.numel() for p in model.parameters()), len(tok), out_dir)
+    return out_dir
+
+
+def tiny_corpus() -> list[str]:
+    """Text the tiny tokenizer is trained on: every method template and dataset question in conf/."""
+    from clsrl_exp.config import CONF_DIR, load_option
+
+    lines = []
+    for group, keys in (("method", ("train_template", "system_prompt", "target_template")), ("dataset", ("question",))):
+        for f in sorted((CONF_DIR / group).glob("*.yaml")):
+            node = load_option(group, f.stem)
+            lines += [str(node[k]) for k in keys if k in node and node[k] is not None and "${" not in str(node[k])]
+            if "eval_templates" in node:
+                lines += [str(v) for v in node["eval_templates"].values() if "${" not in str(v)]
+    lines.append("Please choose one from list [ a, b].")
+    return lines
+
+
+def resolve_model_path(model_cfg: ModelConfig, cache_dir: str) -> str:
+    """The path every component loads from: the hub id / local dir, or the cached tiny (and warm-started) build."""
+    if model_cfg.path is not None:
+        return model_cfg.path
+    spec = asdict(model_cfg.tiny)
+    key = spec_hash(spec, model_cfg.min_pixels, model_cfg.max_pixels, tiny_corpus())
+    out = Path(cache_dir) / "models" / f"{model_cfg.name.removesuffix('-warm')}-{key}"
+    with file_lock(out.with_suffix(".lock")):
+        if not (out / "config.json").exists():
+            build_tiny(model_cfg, out, tiny_corpus())
+    return str(out)
+
+
+# ----------------------------------------------------------------------------------------------------- loading
+def load_processor(path: str, model_cfg: ModelConfig):
+    """The processor with the config's pixel bounds and left padding (one source of truth for image size)."""
+    from transformers import AutoProcessor
+
+    size = {"shortest_edge": model_cfg.min_pixels, "longest_edge": model_cfg.max_pixels}  # = min/max_pixels
+    proc = AutoProcessor.from_pretrained(path, size=size, padding_side="left")
+    proc.tokenizer.padding_side = "left"
+    return proc
+
+
+def torch_dtype(model_cfg: ModelConfig, cuda: bool):
+    import torch
+
+    return getattr(torch, model_cfg.dtype) if cuda else torch.float32
+
+
+def load_model(path: str, model_cfg: ModelConfig, cuda: bool):
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, dtype=torch_dtype(model_cfg, cuda), attn_implementation=model_cfg.attn_implementation)
+    return model.to("cuda") if cuda else model

@@ -1,0 +1,1 @@
+"""Training: GRPO and SFT trainers, rows, rollout backends, callbacks, warm start."""

@@ -1,0 +1,77 @@
+"""Label-free warm start for the tiny model (learncheck.md): SFT whose targets are class names drawn at random.
+
+A random model never emits a class name, so every rule reward is 0 and GRPO has nothing to learn from. After this
+SFT its sampled completions are class names (and, for the thinking arm, well-formed tags) chosen independently of
+the image: chance-level accuracy, no label information. The result is cached like the tiny model itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from clsrl_exp.config import RunConfig, dataset_config, method_config
+from clsrl_exp.models import file_lock, load_processor, spec_hash
+from clsrl_exp.train.grpo import Device
+
+log = logging.getLogger(__name__)
+
+
+def warm_examples(run: RunConfig):
+    """(example, method, target) triples over every warm dataset's train split and every arm."""
+    from clsrl_exp.data import Example, display_name, ensure_dataset, load_splits
+    from clsrl_exp.prompts import option_count, option_list
+
+    ws = run.model.warm_start
+    rng = random.Random(ws.seed)
+    out = []
+    for name in ws.datasets:
+        ds = dataset_config(name)
+        ensure_dataset(ds, run.data.root)
+        splits = load_splits(ds, run.data.root)
+        names = [display_name(c, ds) for c in splits.classnames]
+        n = option_count(len(names), run.setting.option_fraction, run.setting.option_all_below,
+                         run.setting.option_cap)
+        for arm in ws.arms:
+            method = method_config(arm.method)
+            for item in splits.train:
+                label = names[item.label]
+                ex = Example(id=item.path, image_path=str(splits.image_root / item.path), label=label,
+                             options=tuple(option_list(names, label, n, ws.seed, item.path)), split="train")
+                target = arm.target.replace("{x}", rng.choice(names)).replace("{y}", rng.choice(names))
+                out.append((ex, method, ds.question, target))
+    rng.shuffle(out)
+    return out
+
+
+def warm_start(run: RunConfig, base_path: str, device: Device) -> str:
+    """Return the path of the warm-started model, building it once (file lock) if needed."""
+    from clsrl_exp.train.rows import prompt_text, sft_dataset, sft_prompt
+    from clsrl_exp.train.sft import make_sft_trainer
+
+    ws = run.model.warm_start
+    out = Path(run.paths.cache) / "models" / f"{Path(base_path).name}-warm-{spec_hash(asdict(ws))}"
+    with file_lock(out.with_suffix(".lock")):
+        if (out / "config.json").exists():
+            return str(out)
+        triples = warm_examples(run)
+        rows = [(ex, sft_prompt(prompt_text(m.train_template, q, ex.options), m), target)
+                for ex, m, q, target in triples]
+        dataset = sft_dataset(rows, run.model.image_size)
+        processor = load_processor(base_path, run.model)
+        train = replace(run.train, kind="sft", learning_rate=ws.learning_rate, lr_scheduler_type="constant",
+                        warmup_ratio=0.0, max_steps=ws.steps, prompts_per_step=ws.batch_size,
+                        micro_batch_size=ws.batch_size, completion_only_loss=True, seed=ws.seed, save_steps=10**9,
+                        logging_steps=50, extra={})
+        warm_run = replace(run, train=train, method=triples[0][1])
+        tmp = out.with_name(out.name + ".tmp")
+        trainer = make_sft_trainer(warm_run, base_path, processor, dataset, device, str(tmp), ["none"],
+                                   overrides={"save_strategy": "no"})
+        log.info("warm start: %d label-free SFT steps on %d rows (%s)", ws.steps, len(dataset), ", ".join(ws.datasets))
+        trainer.train()
+        trainer.save_model(str(tmp))
+        processor.save_pretrained(str(tmp))
+        tmp.rename(out)
+    return str(out)
