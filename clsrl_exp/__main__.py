@@ -36,7 +36,7 @@ def _cell(cfg: DictConfig) -> dict:
     return run_cell(run, container)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
 def task(cfg: DictConfig) -> dict:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -107,9 +107,11 @@ class _Items:
 class HFGenerator:
     """Batched HF generate with left padding; CPU-side image decoding + processing overlap the GPU via workers."""
 
-    def __init__(self, model, processor, max_new_tokens: int, greedy: bool = True, num_workers: int = 0):
+    def __init__(self, model, processor, max_new_tokens: int, greedy: bool = True, num_workers: int = 0,
+                 **generate_kwargs):
         self.model, self.processor = model, processor
         self.max_new_tokens, self.greedy, self.num_workers = max_new_tokens, greedy, num_workers
+        self.generate_kwargs = generate_kwargs  # e.g. a logits processor in the benchmark
         processor.tokenizer.padding_side = "left"  # trap T10
 
     def _collate(self, batch):
@@ -138,7 +140,7 @@ class HFGenerator:
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling)
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling, **self.generate_kwargs)
         if was_training:
             self.model.train()
         new = out[:, inputs["input_ids"].shape[1]:].cpu()
@@ -153,6 +155,19 @@ def _as_list(x):
 
 
 # ----------------------------------------------------------------------------------------------------- evaluate
+def spread(examples, limit: int):
+    """`limit` items in a fixed pseudo-random order (by id hash), so a subset covers all classes.
+
+    >>> from types import SimpleNamespace as E
+    >>> [e.id for e in spread([E(id=str(i)) for i in range(6)], 3)] == [e.id for e in spread(
+    ...     [E(id=str(i)) for i in reversed(range(6))], 3)]
+    True
+    """
+    import hashlib
+
+    return sorted(examples, key=lambda e: hashlib.sha1(e.id.encode()).hexdigest())[:limit]
+
+
 def chat_texts(processor, examples, method: MethodConfig, question: str, template: str) -> list[str]:
     """Prompt strings after the chat template, with ONE image placeholder each (processor/vLLM expand it)."""
     msgs = [user_messages(prompt_text(template, question, ex.options), system_prompt=method.system_prompt,
@@ -164,7 +179,7 @@ def evaluate_set(generator, processor, eval_set, method: MethodConfig, log_: Pre
                  image_size: int, batch_size: int, limit: int | None = None, progress: bool = True) -> EvalResult:
     """Score one eval set, resuming from `log_`; returns counts over all (previously and newly) scored items."""
     template = eval_template(method, eval_set.split, variant)
-    examples = eval_set.examples[:limit] if limit else list(eval_set.examples)
+    examples = spread(eval_set.examples, limit) if limit else list(eval_set.examples)
     res = EvalResult(eval_set.dataset, eval_set.split, variant)
     res.skipped_examples = list(eval_set.missing[:5])
     res.skipped = len(eval_set.missing) if not limit else 0

@@ -78,9 +78,10 @@ def build_tokenizer(spec: TinyBuild, corpus: list[str]):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
+    # Class names must be single tokens (one sampled token = one answer): they dominate the merge statistics.
     words = [w for w in spec.corpus] + [" " + w for w in spec.corpus]
-    lines = ["You are a helpful assistant.", "system user assistant", *corpus, *words]
-    bpe.train_from_iterator(lines * 50, trainers.BpeTrainer(
+    lines = ["You are a helpful assistant.", "system user assistant", *corpus] * 20 + words * 200
+    bpe.train_from_iterator(lines, trainers.BpeTrainer(
         vocab_size=spec.vocab_size, special_tokens=SPECIALS, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     m = _json.loads(bpe.to_str())["model"]
@@ -90,6 +91,9 @@ def build_tokenizer(spec: TinyBuild, corpus: list[str]):
     tok.add_special_tokens({"additional_special_tokens": SPECIALS[1:]})
     tok.chat_template = _chat_template()
     tok.padding_side = "left"  # trap T10: batched generation and TRL's mm_token_type_ids need left padding
+    split = [w for w in spec.corpus if w.isalpha() and len(tok.tokenize(w)) != 1]
+    if split:
+        log.warning("tiny tokenizer: %s are not single tokens; raise model.tiny.vocab_size", split)
     return tok
 
 

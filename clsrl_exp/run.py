@@ -70,6 +70,11 @@ def run_cell(run: RunConfig, container: dict) -> dict:
     report_to = runtime.init_tracker(run, container, device, ihash, run_name)
     processor = models.load_processor(model_path, run.model)
 
+    if backend.startswith("vllm") or run.eval.backend == "vllm":
+        pairs = [(run.dataset.question, ex) for ex in examples]
+        pairs += [(s.question, ex) for s in sets for ex in s.examples[:256]]
+        check_vllm_inputs(run, model_path, processor, pairs)
+
     model, train_summary = None, None
     if run.train.kind != "none":
         model, train_summary, model_path = train(run, model_path, processor, examples, sets, device, backend,
@@ -77,9 +82,11 @@ def run_cell(run: RunConfig, container: dict) -> dict:
         if not device.is_main:
             return {"status": "trained", "rank": device.rank}
 
-    if model is None:
+    if run.eval.backend == "vllm":
+        model = release(model)  # the vLLM engine needs the GPU memory the trainer held
+    elif model is None:
         model = models.load_model(model_path, run.model, device.cuda)
-    evals = evaluate(run, model, processor, sets, ihash, device)
+    evals = evaluate(run, model, processor, sets, ihash, device, model_path)
     record = base("complete", evals=[e.record() for e in evals], train=train_summary,
                   extra={"model_path": model_path, "rollout": backend if run.train.kind == "grpo" else None})
     atomic_write_json(run_dir / RESULT, record)
@@ -90,6 +97,33 @@ def run_cell(run: RunConfig, container: dict) -> dict:
                  r["split"], r["accuracy"], r["accuracy_strict"], r["n"], r["skipped"])
     log.info("result: %s", run_dir / RESULT)
     return {**record, "cell": "done"}
+
+
+def check_vllm_inputs(run: RunConfig, model_path: str, processor, pairs) -> None:
+    """vLLM sees the saved processor's pixel bounds and a fixed context length: check both before any work.
+    `pairs` are (question, example) for the training examples and a sample of every eval set."""
+    from clsrl_exp.train.rollout import check_pixel_bounds, check_prompt_budget
+    from clsrl_exp.train.rows import chat_prompt, prompt_text
+
+    check_pixel_bounds(model_path, run)
+    texts = [chat_prompt(prompt_text(run.method.train_template, q, ex.options), run.method) for q, ex in pairs]
+    check_prompt_budget(processor, texts, [ex.image_path for _, ex in pairs], run)
+
+
+def release(model) -> None:
+    """Drop a model and give its GPU memory back."""
+    import gc
+
+    del model
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+    return None
 
 
 def _generator(run: RunConfig, model, processor, device, model_path: str | None = None):
@@ -103,7 +137,7 @@ def _generator(run: RunConfig, model, processor, device, model_path: str | None 
     return HFGenerator(model, processor, run.eval.max_new_tokens, run.eval.greedy, workers)
 
 
-def evaluate(run: RunConfig, model, processor, sets, ihash: str, device) -> list:
+def evaluate(run: RunConfig, model, processor, sets, ihash: str, device, model_path: str) -> list:
     """Score every eval set; zero-shot predictions are shared through a cache keyed by the run identity."""
     from clsrl_exp.evaluate import PredictionLog, evaluate_set
 
@@ -113,7 +147,7 @@ def evaluate(run: RunConfig, model, processor, sets, ihash: str, device) -> list
     if cached:  # zero-shot identity has no shots/train: k4 and k8 cells share one cache entry
         pred_path = Path(run.paths.cache) / "zeroshot" / ihash / "predictions.jsonl"
     preds = PredictionLog(pred_path)
-    generator = _generator(run, model, processor, device, getattr(model, "name_or_path", None))
+    generator = _generator(run, model, processor, device, model_path)
     results = [evaluate_set(generator, processor, s, run.method, preds, variant=run.eval.prompt,
                             image_size=run.model.image_size, batch_size=run.eval.batch_size, limit=run.eval.limit)
                for s in sets]

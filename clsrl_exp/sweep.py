@@ -1,8 +1,12 @@
 """Sweeps: a Hydra callback that tallies cells (done / skipped / failed) and a dry listing of a sweep's cells.
 
+A sweep is a file in `sweeps/` (`conf/sweep` links there) with `hydra.mode: MULTIRUN` and `hydra.sweeper.params`;
+command-line sweeps (`seed=1,2,3`) multiply it. Every cell lands in the run directory its config identity names, so
+re-running a sweep skips finished cells and resumes interrupted ones.
+
 The callback runs `on_job_end` in the process that ran the cell (also a submitit worker) and appends one line to
 `<sweep dir>/cells.jsonl`; `on_multirun_end` (main process) prints the summary, writes `summary.json` and exits
-non-zero if any cell failed.
+non-zero if any cell failed. Under `accelerate launch` every rank runs the sweep; only rank 0 records.
 
     python -m clsrl_exp.sweep +sweep=paper-fewshot [overrides]   # list the cells, their run dirs and status
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,13 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 LEDGER = "cells.jsonl"
+SUMMARY = "summary.json"
+STATUSES = ("done", "skipped", "failed")
+
+
+def _is_main_rank() -> bool:
+    """Rank 0 of a torchrun/accelerate launch (or no launcher at all)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _append(path: Path, row: dict) -> None:
@@ -33,45 +45,91 @@ def _append(path: Path, row: dict) -> None:
         fh.flush()
 
 
+def _cell_status(job_return: Any) -> tuple[str, str | None]:
+    """('done' | 'skipped' | 'failed', error message) from a Hydra JobReturn of `clsrl_exp.__main__.task`."""
+    out = getattr(job_return, "_return_value", None)
+    if job_return.status.name == "FAILED":  # an exception escaped the task function
+        return "failed", f"{type(out).__name__}: {out}"
+    if not isinstance(out, dict) or out.get("cell") not in STATUSES:
+        return "failed", f"unexpected task return value: {str(out)[:200]}"
+    return out["cell"], out.get("error")
+
+
 class CellSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not _is_main_rank():
+            return
         ledger = Path(config.hydra.sweep.dir) / LEDGER
         if ledger.exists():  # one ledger per invocation; keep the previous one for reference
             ledger.replace(ledger.with_suffix(".prev.jsonl"))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if HydraConfig.get().mode != RunMode.MULTIRUN or not _is_main_rank():
             return
-        out = job_return._return_value if hasattr(job_return, "_return_value") else None
-        status = (out or {}).get("cell", "failed") if isinstance(out, dict) else "failed"
-        if job_return.status.name == "FAILED":
-            status = "failed"
-        run_dir = HydraConfig.get().runtime.output_dir
-        row = {"status": status, "run_dir": run_dir, "overrides": list(HydraConfig.get().overrides.task),
-               "error": (out or {}).get("error") if isinstance(out, dict) else str(job_return._return_value)}
+        status, error = _cell_status(job_return)
+        hc = HydraConfig.get()
+        run_dir = hc.runtime.output_dir
+        row = {"status": status, "run_dir": run_dir, "overrides": list(hc.overrides.task), "error": error}
         if status == "failed":
-            row["log"] = str(Path(run_dir) / f"{HydraConfig.get().job.name}.log")
+            row["log"] = str(Path(run_dir) / f"{hc.job.name}.log")
         _append(Path(config.hydra.sweep.dir) / LEDGER, row)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not _is_main_rank():
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = [json.loads(x) for x in (sweep_dir / LEDGER).read_text().splitlines()] if (
-            sweep_dir / LEDGER).exists() else []
-        counts = {k: sum(r["status"] == k for r in rows) for k in ("done", "skipped", "failed")}
-        summary = {**counts, "cells": len(rows), "failed_cells": [r for r in rows if r["status"] == "failed"]}
-        (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        print(f"\nsweep {sweep_dir}: {len(rows)} cells: {counts['done']} done, {counts['skipped']} skipped, "
-              f"{counts['failed']} failed", flush=True)
-        for r in summary["failed_cells"]:
-            print(f"  FAILED {' '.join(r['overrides'])}\n    {r.get('error')}\n    log: {r.get('log')}", flush=True)
-        if counts["failed"]:
+        summary = summarize(sweep_dir)
+        print(format_summary(summary), flush=True)
+        if summary["failed"]:
             raise SystemExit(1)
 
 
-def list_cells(overrides: list[str]) -> list[dict]:
-    """Expand a sweep (file params x command-line sweeps) into cells without running them."""
+def summarize(sweep_dir: Path) -> dict:
+    """Count the ledger of the last invocation and write `<sweep dir>/summary.json`."""
+    ledger = sweep_dir / LEDGER
+    rows = [json.loads(x) for x in ledger.read_text().splitlines() if x.strip()] if ledger.exists() else []
+    counts = {k: sum(r["status"] == k for r in rows) for k in STATUSES}
+    summary = {"sweep_dir": str(sweep_dir), "cells": len(rows), **counts,
+               "failed_cells": [r for r in rows if r["status"] == "failed"]}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"\nsweep {summary['sweep_dir']}: {summary['cells']} cells: {summary['done']} done, "
+             f"{summary['skipped']} skipped, {summary['failed']} failed"]
+    for r in summary["failed_cells"]:
+        lines += [f"  FAILED {' '.join(r['overrides'])}", f"    {r.get('error')}", f"    log: {r.get('log')}",
+                  f"    run dir: {r['run_dir']}"]
+    lines.append(f"summary: {Path(summary['sweep_dir']) / SUMMARY}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- dry listing
+def _covering(jobs: list[list[str]]) -> set[int]:
+    """Indices of a few cells in which every `key=value` of the grid occurs at least once (greedy cover)."""
+    todo = {o for job in jobs for o in job}
+    chosen: set[int] = set()
+    while todo:
+        i = max(range(len(jobs)), key=lambda j: len(todo & set(jobs[j])))
+        chosen.add(i)
+        todo -= set(jobs[i])
+    return chosen
+
+
+def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
+    """Expand a sweep (file params x command-line sweeps) into cells without running or creating anything.
+
+    Mirrors Hydra's BasicSweeper: each `hydra.sweeper.params` entry becomes an override, the command-line overrides
+    are appended (a key given on both replaces the file's), and the cartesian product gives the cells. Each cell is
+    composed and resolved (~0.2 s each) to find its run directory and status; a cell that does not compose is
+    listed with status `error` and the message, so a grid is checked before it is launched. `sample=True` composes
+    only a few cells that together use every swept value (status `unchecked` for the others).
+    """
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
@@ -79,32 +137,44 @@ def list_cells(overrides: list[str]) -> list[dict]:
     from clsrl_exp.results import read_record
 
     parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
+    GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        base = compose("config", overrides=[o for o in overrides if "," not in o], return_hydra_config=True)
+        base = compose("config", overrides=fixed, return_hydra_config=True)
         params = [f"{k}={v}" for k, v in (base.hydra.sweeper.params or {}).items()]
-        parsed = parser.parse_overrides(params + overrides)
-        batches = BasicSweeper.split_arguments(parsed, None)[0]
+        jobs = BasicSweeper.split_arguments(parser.parse_overrides(params + list(overrides)), None)[0]
+        check = _covering(jobs) if sample else set(range(len(jobs)))
         cells = []
-        for job in batches:
-            cfg = compose("config", overrides=list(job))
-            container = OmegaConf.to_container(cfg, resolve=True)
-            rel = run_relpath(container)
-            run_dir = Path(container["paths"]["runs"]) / rel
-            rec = read_record(run_dir) or {}
-            cells.append({"overrides": list(job), "run_dir": str(run_dir), "status": rec.get("status", "pending")})
+        for i, job in enumerate(jobs):
+            cell = {"overrides": list(job), "run_dir": None, "status": "pending", "error": None}
+            if i not in check:
+                cells.append({**cell, "status": "unchecked"})
+                continue
+            try:
+                container = OmegaConf.to_container(compose("config", overrides=list(job)), resolve=True)
+                cell["run_dir"] = str(Path(container["paths"]["runs"]) / run_relpath(container))
+                cell["status"] = (read_record(Path(cell["run_dir"])) or {}).get("status", "pending")
+            except Exception as e:  # noqa: BLE001 - list every broken cell, not just the first
+                cell.update(status="error", error=f"{type(e).__name__}: {e}".splitlines()[0])
+            cells.append(cell)
+    GlobalHydra.instance().clear()
     return cells
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m clsrl_exp.sweep [--sample] +sweep=NAME [overrides]`: print the cells; exit 1 if any is broken."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "list":
         args = args[1:]
-    cells = list_cells(args)
+    sample = "--sample" in args
+    cells = list_cells([a for a in args if a != "--sample"], sample=sample)
     for i, c in enumerate(cells):
         print(f"#{i:<3} {c['status']:<9} {' '.join(o for o in c['overrides'] if not o.startswith('+sweep='))}")
-        print(f"      {c['run_dir']}")
-    print(f"{len(cells)} cells")
-    return 0
+        if c["status"] != "unchecked":
+            print(f"      {c['error'] if c['status'] == 'error' else c['run_dir']}")
+    counts = {s: sum(c["status"] == s for c in cells) for s in dict.fromkeys(c["status"] for c in cells)}
+    print(f"{len(cells)} cells" + (f" ({', '.join(f'{n} {s}' for s, n in counts.items())})" if cells else ""))
+    return 1 if counts.get("error") else 0
 
 
 if __name__ == "__main__":

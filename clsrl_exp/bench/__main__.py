@@ -1,0 +1,197 @@
+"""`python -m clsrl_exp.bench [--tiny]`: paper-scale GRPO steps and evaluation throughput, against the floor.
+
+GRPO (16 prompts x 4 completions per optimizer step, paper hyperparameters) through our training entry:
+  ours (bf16 weights, no checkpointing, micro-batch sweep) vs TRL's defaults (fp32 weights + bf16 autocast,
+  gradient checkpointing), No-Thinking (8 tokens) and thinking (256 tokens) completions, phase split.
+Evaluation: our evaluator vs the official script's settings on the same images and prompts.
+Floors: FLOPs over the measured matmul rate + weight reads over the measured copy bandwidth (same run).
+Prints one table and writes bench.json to --out (default $OUT or outputs/bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from clsrl_exp.bench import eval_throughput, fixtures, grpo_step, hardware
+
+log = logging.getLogger("clsrl_exp.bench")
+
+
+def compose_run(model: str, method: str, out: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from clsrl_exp.config import CONF_DIR, to_run_config
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={model}", f"method={method}", "dataset=dtd", "logger=none",
+                                           "rollout=hf", f"paths.output_root={out}"])
+    return to_run_config(OmegaConf.to_container(cfg, resolve=True))
+
+
+def grpo_floor(params: dict, hidden: int, vocab: int, prompt_tokens: float, patches: float, length: int,
+               rate: float, bandwidth: float, sequences: int) -> float:
+    """Seconds one optimizer step needs at least: train fwd+bwd (3x), reference forward, generation prefill as
+    FLOPs at the matmul rate; decoding reads every weight once per new token at the copy bandwidth."""
+    body = 2 * params["lm_body"] * sequences * (prompt_tokens + length)
+    vision = 2 * params["vision"] * sequences * patches
+    head = 2 * hidden * vocab * sequences * length  # logits only for completion tokens
+    forward = body + vision + head
+    prefill = 2 * params["lm_body"] * sequences * prompt_tokens + vision
+    return (3 * forward + forward + prefill) / rate + length * 2 * params["total"] / bandwidth
+
+
+def eval_floor(params: dict, prompt_tokens: float, patches: float, rate: float) -> float:
+    """Images/s a prefill-bound evaluation can reach at most (answers of a few tokens)."""
+    return rate / (2 * params["lm_body"] * prompt_tokens + 2 * params["vision"] * patches)
+
+
+def table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke: the tiny model, short lengths, few images")
+    ap.add_argument("--model", default=None, help="model option (default qwen2vl-2b; tiny-qwen2vl with --tiny)")
+    ap.add_argument("--out", default=os.environ.get("OUT") or "outputs/bench")
+    ap.add_argument("--steps", type=int, default=3, help="timed optimizer steps after one warm-up step")
+    ap.add_argument("--nothink-len", type=int, default=8)
+    ap.add_argument("--think-len", type=int, default=256)
+    ap.add_argument("--micro-batches", default="8,16,32", help="our micro-batch sizes to try (completions)")
+    ap.add_argument("--eval-images", type=int, default=768)
+    ap.add_argument("--eval-batch", type=int, default=256)
+    ap.add_argument("--skip", default="", help="comma list of: defaults,think,eval")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    skip = set(filter(None, a.skip.split(",")))
+    pps, names = None, None
+    if a.tiny:  # same code, CPU-sized: 2 prompts x 4 per step, 8 option names, 16 images
+        a.model = a.model or "tiny-qwen2vl"
+        a.steps, a.nothink_len, a.think_len, a.eval_images, a.eval_batch = 1, 4, 16, 16, 8
+        a.micro_batches, pps, names = "4,8", 2, fixtures.NAMES[:8]
+    a.model = a.model or "qwen2vl-2b"
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    from clsrl_exp import models, runtime
+
+    device = runtime.setup_device()
+    cuda = device.cuda
+    rate, bw = hardware.matmul_rate(cuda), hardware.copy_bandwidth(cuda)
+    log.info("measured: matmul %.0f TFLOP/s, copy %.0f GB/s", rate / 1e12, bw / 1e9)
+    run = compose_run(a.model, "nothink", out / "runs")
+    path = (models.resolve_model_path(run.model, run.paths.cache) if run.model.path is None
+            else fixtures.build_random_model(run.model, out / f"model-{a.model}", cuda))
+    processor = models.load_processor(path, run.model)
+    exs = fixtures.examples(max(16 * (a.steps + 1), a.eval_images), run.model.image_size, out / "images",
+                            names=names)
+    result = {"device": _device_name(cuda), "model": a.model, "matmul_tflops": rate / 1e12, "copy_gbs": bw / 1e9,
+              "grpo": [], "eval": []}
+
+    mbs = [int(x) for x in a.micro_batches.split(",")]
+    for mb in mbs:
+        r = grpo_step.variant_run(run, micro_batch_size=mb, length=a.nothink_len, steps=a.steps, prompts_per_step=pps)
+        result["grpo"].append({"method": "nothink", **grpo_step.time_grpo(f"ours mb{mb}", r, path, processor, exs,
+                                                                          device, str(out / "trainer"))})
+    best = min((g for g in result["grpo"]), key=lambda g: g["step_s"])
+    if "defaults" not in skip:
+        r = grpo_step.variant_run(run, trl_defaults=True, length=a.nothink_len, steps=a.steps, prompts_per_step=pps)
+        result["grpo"].append({"method": "nothink", **grpo_step.time_grpo("TRL defaults", r, path, processor, exs,
+                                                                          device, str(out / "trainer"))})
+    if "think" not in skip:
+        think = compose_run(a.model, "clsrl", out / "runs")
+        r = grpo_step.variant_run(think, micro_batch_size=best["micro_batch"], length=a.think_len, steps=a.steps,
+                                  prompts_per_step=pps)
+        result["grpo"].append({"method": "clsrl", **grpo_step.time_grpo(f"ours mb{best['micro_batch']}", r, path,
+                                                                        processor, exs, device, str(out / "trainer"))})
+
+    model = models.load_model(path, run.model, cuda)
+    params = hardware.param_counts(model)
+    hidden, vocab = model.config.text_config.hidden_size, model.config.text_config.vocab_size
+    from clsrl_exp.evaluate import chat_texts
+    from clsrl_exp.models import image_tokens
+
+    q = "What type of object is in the photo?"
+    texts = chat_texts(processor, exs[: a.eval_images], run.method, q, run.method.eval_templates["default"])
+    n_img = image_tokens(run.model.image_size, run.model.min_pixels, run.model.max_pixels)
+    text_lens = [len(processor.tokenizer(t)["input_ids"]) - 1 + n_img for t in texts[:64]]
+    prompt_tokens = sum(text_lens) / len(text_lens)
+    patches = 4 * n_img
+    for g in result["grpo"]:
+        g["floor_s"] = grpo_floor(params, hidden, vocab, prompt_tokens, patches, g["completion_len"], rate, bw,
+                                  sequences=g["micro_batch"] * g["grad_accum"] * device.world_size)
+        g["x_floor"] = g["step_s"] / g["floor_s"]
+    eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if "eval" not in skip:
+        model.eval()
+        workers = min(8, max(0, (os.cpu_count() or 1) - 2)) if cuda else 0
+        ev = exs[: a.eval_images]
+        result["eval"].append(eval_throughput.official(model, processor, ev, texts, run.model.image_size,
+                                                       a.nothink_len, eos, cuda))
+        result["eval"].append(eval_throughput.ours(model, processor, ev, run.method, run.model.image_size,
+                                                   a.eval_batch, a.nothink_len, eos, cuda, workers))
+        floor = eval_floor(params, prompt_tokens, patches, rate)
+        for e in result["eval"]:
+            e["floor_images_per_s"] = floor
+            e["of_floor"] = e["images_per_s"] / floor
+    result.update(params=params, prompt_tokens=prompt_tokens, image_tokens=n_img, wall_s=time.perf_counter() - t_start)
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    print(render(result), flush=True)
+    print(f"\nwrote {out / 'bench.json'} ({result['wall_s']:.0f} s)")
+    return 0
+
+
+def _device_name(cuda: bool) -> str:
+    import platform
+
+    import torch
+
+    return torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or platform.machine()})"
+
+
+def render(r: dict) -> str:
+    rows = [("GRPO step", "variant", "weights", "ckpt", "mb x acc", "s/step", "gen s", "ref/score s", "update s",
+             "tok/s", "peak GB", "floor s", "x floor")]
+    for g in r["grpo"]:
+        rows.append((f"{g['method']} ({g['completion_len']} tok)", g["variant"], g["weights"],
+                     "on" if g["checkpointing"] else "off", f"{g['micro_batch']}x{g['grad_accum']}",
+                     f"{g['step_s']:.2f}", f"{g['generate_s']:.2f}", f"{g['score_ref_s']:.2f}", f"{g['update_s']:.2f}",
+                     f"{g['tokens_per_s']:.0f}", "-" if g["peak_gb"] is None else f"{g['peak_gb']:.1f}",
+                     f"{g['floor_s']:.2f}", f"{g['x_floor']:.1f}"))
+    head = (f"{r['device']} | {r['model']} ({r['params']['total'] / 1e9:.2f} B params) | matmul "
+            f"{r['matmul_tflops']:.0f} TFLOP/s, copy {r['copy_gbs']:.0f} GB/s | prompt {r['prompt_tokens']:.0f} tokens "
+            f"({r['image_tokens']} visual)")
+    parts = [head, "", table(rows)]
+    by = {g["variant"]: g for g in r["grpo"] if g["method"] == "nothink"}
+    if "TRL defaults" in by:
+        ours = min((g for g in r["grpo"] if g["method"] == "nothink" and g["variant"] != "TRL defaults"),
+                   key=lambda g: g["step_s"])
+        ref = by["TRL defaults"]["step_s"]
+        parts.append(f"\nNo-Thinking step: ours {ours['step_s']:.2f} s vs TRL defaults {ref:.2f} s -> "
+                     f"{ref / ours['step_s']:.2f}x faster")
+    if r["eval"]:
+        erows = [("evaluation", "images", "s", "images/s", "floor img/s", "of floor")]
+        for e in r["eval"]:
+            erows.append((e["setting"], e["images"], f"{e['seconds']:.1f}", f"{e['images_per_s']:.1f}",
+                          f"{e['floor_images_per_s']:.0f}", f"{100 * e['of_floor']:.0f}%"))
+        parts += ["", table(erows)]
+        if len(r["eval"]) == 2:
+            parts.append(f"\nours / official: {r['eval'][1]['images_per_s'] / r['eval'][0]['images_per_s']:.2f}x")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""What the benchmark runs on without weights: the real architecture with random weights, and 384 px images with
+real method prompts (40-name option lists). Random weights never emit EOS, so completion lengths are forced."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from clsrl_exp.config import ModelConfig, TinyBuild
+
+# Shapes from each model's hub config.json (no weights are needed to time the architecture).
+ARCH = {
+    "qwen2vl-2b": {"text": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                                num_key_value_heads=2, tie_word_embeddings=True),
+                   "vision": dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4)},
+    "qwen2vl-7b": {"text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                                num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
+                   "vision": dict(depth=32, embed_dim=1280, hidden_size=3584, num_heads=16, mlp_ratio=4)},
+}
+VOCAB = 151936
+NAMES = [f"class {w}" for w in (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec "
+    "romeo sierra tango uniform victor whiskey xray yankee zulu amber bronze copper denim ebony fawn gold hazel "
+    "ivory jade khaki lemon mauve navy").split()]
+
+
+def build_random_model(model_cfg: ModelConfig, out_dir: Path, cuda: bool) -> str:
+    """Save a random-weight model of `model_cfg.name`'s architecture (bf16) with an offline tokenizer/processor."""
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    from clsrl_exp.models import SPECIALS, _chat_template, build_tokenizer, tiny_corpus
+
+    if model_cfg.name not in ARCH:
+        raise SystemExit(f"error: no architecture table for model '{model_cfg.name}'; known: {sorted(ARCH)}")
+    if (out_dir / "config.json").exists():
+        return str(out_dir)
+    arch = ARCH[model_cfg.name]
+    tok = build_tokenizer(TinyBuild(vocab_size=1024, corpus=[w for n in NAMES for w in n.split()]),
+                          tiny_corpus() + NAMES)
+    proc = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=model_cfg.min_pixels, max_pixels=model_cfg.max_pixels),
+        tokenizer=tok, video_processor=Qwen2VLVideoProcessor(), chat_template=_chat_template())
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
+    text = dict(arch["text"], vocab_size=VOCAB, max_position_embeddings=32768,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    cfg = Qwen2VLConfig(text_config=text, vision_config=arch["vision"], image_token_id=ids["<|image_pad|>"],
+                        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=text["tie_word_embeddings"])
+    torch.manual_seed(0)
+    with torch.device("cuda" if cuda else "cpu"):
+        model = Qwen2VLForConditionalGeneration(cfg).to(torch.bfloat16)
+    model.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    model.save_pretrained(out_dir)
+    proc.save_pretrained(out_dir)
+    del model
+    if cuda:
+        torch.cuda.empty_cache()
+    return str(out_dir)
+
+
+def examples(n: int, size: int, out_dir: Path, seed: int = 0, names: list[str] | None = None):
+    """n random-noise PNGs with per-example shuffled option lists over the 40 names (real prompt lengths)."""
+    import numpy as np
+    from PIL import Image
+
+    from clsrl_exp.data import Example
+    from clsrl_exp.prompts import option_list
+
+    names = names or NAMES
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pick = random.Random(seed)
+    out = []
+    for i in range(n):
+        path = out_dir / f"img_{i:05d}.png"
+        if not path.exists():
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        label = pick.choice(names)
+        out.append(Example(id=path.name, image_path=str(path), label=label,
+                           options=tuple(option_list(names, label, len(names), seed, path.name)), split="test"))
+    return out
