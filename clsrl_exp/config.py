@@ -155,6 +155,7 @@ class TrainConfig:
     prompts_per_step: int = 16  # prompts per optimizer step over all GPUs
     micro_batch_size: int = 8  # sequences per device per forward
     gradient_checkpointing: bool = False
+    master_weights: bool = True  # bf16 weights + fp32 master copy in AdamW (clsrl_exp.train.optim)
     seed: int = 42
     logging_steps: int = 1
     save_steps: int = 500
@@ -172,6 +173,7 @@ class TrainConfig:
     epsilon: float = 0.2
     mask_truncated_completions: bool = False
     log_completions: bool = False
+    shuffle_reward_labels: bool = False  # control: permute labels across training examples (rewards carry no signal)
     # SFT
     completion_only_loss: bool = False
     # passthrough for any other TRL argument (kept visible in the resolved config)

@@ -156,6 +156,16 @@ def evaluate(run: RunConfig, model, processor, sets, ihash: str, device, model_p
     return results
 
 
+def shuffled_labels(examples: list, seed: int) -> list:
+    """The shuffled-label control: the same examples with their labels permuted (prompts and images unchanged)."""
+    import dataclasses
+    import random
+
+    labels = [ex.label for ex in examples]
+    random.Random(f"control:{seed}").shuffle(labels)
+    return [dataclasses.replace(ex, label=lab) for ex, lab in zip(examples, labels, strict=True)]
+
+
 def _last_log(history: list[dict]) -> dict:
     """The last logged training metrics (numbers only) for the record."""
     last = next((h for h in reversed(history) if "loss" in h or "reward" in h), history[-1] if history else {})
@@ -195,6 +205,9 @@ def train(run: RunConfig, model_path: str, processor, examples, sets, device, ba
         callbacks.append(curve)
 
     q, img = run.dataset.question, run.model.image_size
+    if run.train.shuffle_reward_labels:
+        examples = shuffled_labels(examples, run.seed)
+        log.warning("control run: training labels are permuted across examples, rewards carry no label information")
     if run.train.kind == "grpo":
         from clsrl_exp.train.grpo import make_grpo_trainer
 

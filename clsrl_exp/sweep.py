@@ -133,7 +133,7 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from clsrl_exp.config import CONF_DIR, run_relpath
+    from clsrl_exp.config import CONF_DIR
     from clsrl_exp.results import read_record
 
     parser = OverridesParser.create()
@@ -152,7 +152,7 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
                 continue
             try:
                 container = OmegaConf.to_container(compose("config", overrides=list(job)), resolve=True)
-                cell["run_dir"] = str(Path(container["paths"]["runs"]) / run_relpath(container))
+                cell["run_dir"] = str(container["run_dir"])  # what run_cell writes to (paths.runs/<identity>)
                 cell["status"] = (read_record(Path(cell["run_dir"])) or {}).get("status", "pending")
             except Exception as e:  # noqa: BLE001 - list every broken cell, not just the first
                 cell.update(status="error", error=f"{type(e).__name__}: {e}".splitlines()[0])

@@ -181,11 +181,10 @@ def test_free_lunch_arms_evaluate_trained_checkpoints_on_all_datasets(tmp_path):
     assert free.run_dir == paper.run_dir  # zero-shot reference cells are shared with paper-fewshot
 
 
-@pytest.mark.filterwarnings("ignore:.*validated against ConfigStore schema")
+@pytest.mark.filterwarnings("ignore:(?s).*validated against ConfigStore schema")
 def test_launcher_presets_compose_and_instantiate(tmp_path):
     """conf/hydra/launcher/{slurm,submitit_local}.yaml on top of hydra-submitit-launcher's ConfigStore entries."""
     from hydra.utils import instantiate
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 
     cfg = compose(["+sweep=paper-fewshot", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"], tmp_path,
                   hydra=True)
@@ -193,11 +192,12 @@ def test_launcher_presets_compose_and_instantiate(tmp_path):
     assert (lc.partition, lc.gpus_per_node, lc.tasks_per_node, lc.array_parallelism) == ("gpu", 1, 1, 8)
     assert lc.timeout_min > 0 and lc.mem_gb > 0 and lc.cpus_per_task > 0 and list(lc.setup)
     assert lc.submitit_folder == str(tmp_path / "sweeps" / "paper-fewshot" / ".submitit" / "%j")
-    assert isinstance(instantiate(lc), SlurmLauncher)
+    launcher = instantiate(lc)  # Hydra's plugin loader may import the class twice: compare names
+    assert type(launcher).__name__ == "SlurmLauncher" and launcher.params["partition"] == "gpu"
 
     lc = compose(["+sweep=smoke", "hydra/launcher=submitit_local"], tmp_path, hydra=True).hydra.launcher
     assert (lc.gpus_per_node, lc.cpus_per_task) == (0, 1) and lc.timeout_min > 0
-    assert isinstance(instantiate(lc), LocalLauncher)
+    assert type(instantiate(lc)).__name__ == "LocalLauncher"
 
 
 def test_only_rank_zero_records_and_summarizes(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from clsrl_exp.config import BatchPlan, RunConfig, derive_batch
 from clsrl_exp.rewards import get_reward
+from clsrl_exp.train.optim import MasterWeightsMixin
 from clsrl_exp.train.rollout import ColocateImageFixMixin, grpo_vllm_kwargs
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,8 @@ def make_grpo_trainer(run: RunConfig, model_path: str, processor, train_dataset,
     """Build the trainer. `reward_funcs` overrides the method's rewards (tests and the shuffled-label control)."""
     from trl import GRPOTrainer
 
-    class Trainer(ColocateImageFixMixin, GRPOTrainer):
-        pass
+    class Trainer(MasterWeightsMixin, ColocateImageFixMixin, GRPOTrainer):
+        use_master_weights = run.train.master_weights
 
     args, plan = grpo_config(run, device, output_dir, backend, report_to)
     log.info("GRPO batch: %s; generation_batch_size %d", plan.describe(), args.generation_batch_size)

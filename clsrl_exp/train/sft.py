@@ -6,6 +6,7 @@ import logging
 
 from clsrl_exp.config import RunConfig, derive_batch
 from clsrl_exp.train.grpo import Device, common_args
+from clsrl_exp.train.optim import MasterWeightsMixin
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ def make_sft_trainer(run: RunConfig, model_path: str, processor, train_dataset, 
     log.info("SFT batch: %d samples per optimizer step (%d GPU(s) x %d x accumulation %d); loss on %s",
              plan.completions_per_step, device.world_size, plan.per_device_train_batch_size,
              plan.gradient_accumulation_steps, "the answer only" if t.completion_only_loss else "the whole sequence")
-    return SFTTrainer(model=model_path, args=args, train_dataset=train_dataset, processing_class=processor,
+    class Trainer(MasterWeightsMixin, SFTTrainer):
+        use_master_weights = t.master_weights
+
+    return Trainer(model=model_path, args=args, train_dataset=train_dataset, processing_class=processor,
                       data_collator=image_masking_collator(processor, t.completion_only_loss),
                       callbacks=list(callbacks))
