@@ -114,22 +114,60 @@ class HFGenerator:
         self.generate_kwargs = generate_kwargs  # e.g. a logits processor in the benchmark
         processor.tokenizer.padding_side = "left"  # trap T10
 
-    def _collate(self, batch):
-        ok = [(ex, t, img) for ex, t, img in batch if not isinstance(img, Exception)]
-        bad = [(ex, img) for ex, _, img in batch if isinstance(img, Exception)]
-        inputs = None
-        if ok:
-            inputs = self.processor(text=[t for _, t, _ in ok], images=[img for _, _, img in ok], padding=True,
-                                    padding_side="left", return_tensors="pt")
-        return [ex for ex, _, _ in ok], inputs, bad
+    def _collate(self, chunk):
+        """Worker side: decode, resize and process a small chunk; sequences come back unpadded."""
+        ok = [(ex, t, img) for ex, t, img in chunk if not isinstance(img, Exception)]
+        bad = [(ex, img) for ex, _, img in chunk if isinstance(img, Exception)]
+        if not ok:
+            return [], None, bad
+        out = self.processor(text=[t for _, t, _ in ok], images=[img for _, _, img in ok], padding=True,
+                             padding_side="left", return_tensors="pt")
+        keep = out["attention_mask"].bool()
+        seqs = {k: [row[m] for row, m in zip(out[k], keep, strict=True)] for k in out if k not in (
+            "attention_mask", "pixel_values", "image_grid_thw")}
+        return [ex for ex, _, _ in ok], {"seqs": seqs, "pixel_values": out["pixel_values"],
+                                         "image_grid_thw": out["image_grid_thw"]}, bad
+
+    def _merge(self, parts):
+        """Main side: left-pad the chunks' sequences into one generation batch."""
+        import torch
+
+        pad_id = self.processor.tokenizer.pad_token_id
+        keys = parts[0]["seqs"].keys()
+        rows = {k: [r for p in parts for r in p["seqs"][k]] for k in keys}
+        width = max(len(r) for r in rows["input_ids"])
+        batch = {}
+        for k, seqs in rows.items():
+            fill = pad_id if k == "input_ids" else 0
+            batch[k] = torch.stack([torch.cat([torch.full((width - len(r),), fill, dtype=r.dtype), r]) for r in seqs])
+        batch["attention_mask"] = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long),
+                                                          torch.ones(len(r), dtype=torch.long)])
+                                               for r in rows["input_ids"]])
+        batch["pixel_values"] = torch.cat([p["pixel_values"] for p in parts])
+        batch["image_grid_thw"] = torch.cat([p["image_grid_thw"] for p in parts])
+        return batch
 
     def batches(self, items, image_size, batch_size):
+        """Yield (examples, inputs, unreadable) per generation batch. Workers prepare chunks of up to 16 items in
+        parallel (one worker per whole batch of 256 would serialise preprocessing) while the GPU generates."""
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(_Items(items, image_size), batch_size=batch_size, shuffle=False,
+        chunk = max(1, min(16, batch_size)) if self.num_workers else batch_size
+        loader = DataLoader(_Items(items, image_size), batch_size=chunk, shuffle=False,
                             num_workers=self.num_workers, collate_fn=self._collate,
-                            prefetch_factor=4 if self.num_workers else None, persistent_workers=False)
-        yield from loader
+                            prefetch_factor=max(2, 2 * batch_size // chunk // max(self.num_workers, 1))
+                            if self.num_workers else None)
+        exs, parts, bad = [], [], []
+        for chunk_exs, inputs, chunk_bad in loader:
+            bad += chunk_bad
+            if inputs is not None:
+                exs += chunk_exs
+                parts.append(inputs)
+            if len(exs) >= batch_size:
+                yield exs, self._merge(parts), bad
+                exs, parts, bad = [], [], []
+        if exs or bad:
+            yield exs, self._merge(parts) if parts else None, bad
 
     def generate(self, inputs) -> tuple[list[str], list[int]]:
         import torch

@@ -68,7 +68,7 @@ def build_random_model(model_cfg: ModelConfig, out_dir: Path, cuda: bool) -> str
 
 
 def examples(n: int, size: int, out_dir: Path, seed: int = 0, names: list[str] | None = None):
-    """n random-noise PNGs with per-example shuffled option lists over the 40 names (real prompt lengths)."""
+    """n random-noise JPEGs with per-example shuffled option lists over the 40 names (real prompt lengths)."""
     import numpy as np
     from PIL import Image
 
@@ -81,9 +81,9 @@ def examples(n: int, size: int, out_dir: Path, seed: int = 0, names: list[str] |
     pick = random.Random(seed)
     out = []
     for i in range(n):
-        path = out_dir / f"img_{i:05d}.png"
+        path = out_dir / f"img_{i:05d}.jpg"
         if not path.exists():
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path, quality=90)
         label = pick.choice(names)
         out.append(Example(id=path.name, image_path=str(path), label=label,
                            options=tuple(option_list(names, label, len(names), seed, path.name)), split="test"))

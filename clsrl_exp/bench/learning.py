@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(a.jobs) as pool:
         rows += list(pool.map(lambda j: cell(j[0], j[1], root, a.overrides, j[2]), rest))
     (root / "learning.json").write_text(json.dumps(rows, indent=1))
-    print(f"{'run':<22} {'before':>7} {'after':>7} {'best':>7} {'steps':>6} {'train s':>8} {'process s':>9} {'tokens':>7}")
+    print(f"{'run':<22} {'before':>7} {'after':>7} {'best':>7} {'steps':>6} {'train s':>8} {'process s':>9} "
+          f"{'tokens':>7}")
     for r in rows:
         if "error" in r:
             print(f"{r['name']:<22} ERROR {r['error']}")
