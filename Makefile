@@ -25,7 +25,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup                        ## warm start -> zero-shot -> No-Thinking / CLS-RL GRPO -> eval -> 2x2 free lunch -> report
-	$(PY) -m clsrl_exp +sweep=demo
+	@mkdir -p outputs/demo
+	@echo "CLS-RL arm in the background (log: outputs/demo/clsrl.log); No-Thinking + zero-shot sweep:"
+	@$(PY) -m clsrl_exp experiment=demo/clsrl dataset=synthetic-colors > outputs/demo/clsrl.log 2>&1 & arm=$$!; \
+	$(PY) -m clsrl_exp +sweep=demo; sweep=$$?; \
+	wait $$arm || { echo "CLS-RL arm failed: see outputs/demo/clsrl.log"; exit 1; }; exit $$sweep
 	$(PY) -m clsrl_exp.report outputs/demo/runs --out outputs/demo/report --print
 
 test: setup                        ## the whole suite, slow learning checks included (CI runs this)

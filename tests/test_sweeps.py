@@ -52,7 +52,7 @@ def shared(session_root: Path, data: Path | None = None) -> list[str]:
 @pytest.mark.slow
 def test_smoke_sweep_submitit_skips_finished_cells_and_redoes_only_missing_results(session_root, tiny_path, tmp_path):
     root = tmp_path / "out"
-    args = ["+sweep=smoke", "hydra/launcher=submitit_local", *shared(session_root)]
+    args = ["+sweep=smoke", "hydra/launcher=local", *shared(session_root)]
 
     r = cli(args, root, timeout=500)  # 1: every cell runs, each in its own submitit process
     assert r.returncode == 0, r.tail
@@ -183,7 +183,7 @@ def test_free_lunch_arms_evaluate_trained_checkpoints_on_all_datasets(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:(?s).*validated against ConfigStore schema")
 def test_launcher_presets_compose_and_instantiate(tmp_path):
-    """conf/hydra/launcher/{slurm,submitit_local}.yaml on top of hydra-submitit-launcher's ConfigStore entries."""
+    """conf/hydra/launcher/{slurm,local}.yaml on top of hydra-submitit-launcher's ConfigStore entries."""
     from hydra.utils import instantiate
 
     cfg = compose(["+sweep=paper-fewshot", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"], tmp_path,
@@ -195,7 +195,7 @@ def test_launcher_presets_compose_and_instantiate(tmp_path):
     launcher = instantiate(lc)  # Hydra's plugin loader may import the class twice: compare names
     assert type(launcher).__name__ == "SlurmLauncher" and launcher.params["partition"] == "gpu"
 
-    lc = compose(["+sweep=smoke", "hydra/launcher=submitit_local"], tmp_path, hydra=True).hydra.launcher
+    lc = compose(["+sweep=smoke", "hydra/launcher=local"], tmp_path, hydra=True).hydra.launcher
     assert (lc.gpus_per_node, lc.cpus_per_task) == (0, 1) and lc.timeout_min > 0
     assert type(instantiate(lc)).__name__ == "LocalLauncher"
 

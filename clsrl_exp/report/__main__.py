@@ -16,7 +16,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_roots", nargs="*", default=["outputs/"], metavar="RUN_ROOT",
                    help="directories searched recursively for result.json (default: outputs/)")
     p.add_argument("--out", default="outputs/report/", help="report directory (default: outputs/report/)")
+    p.add_argument("--print", action="store_true", dest="show",
+                   help="also print the tables (accuracy per method and dataset, think vs no-think, transfer)")
     return p
+
+
+def _show(report) -> None:
+    """The short before/after view `make demo` prints."""
+    from tabulate import tabulate
+
+    few = report.fewshot[report.fewshot["dataset"] != "Average"]
+    if len(few):
+        wide = few.pivot_table(index="method", columns="dataset", values="mean", sort=False)
+        print("\nheld-out accuracy (%), mean over seeds:")
+        print(tabulate(wide, headers="keys", tablefmt="simple", floatfmt=".1f"))
+    tvn = report.think_vs_nothink
+    if len(tvn):
+        print("\nthinking vs no thinking (same warm start, same steps):")
+        cols = ["dataset", "method", "accuracy", "wall_min", "mean_completion_tokens"]
+        print(tabulate(tvn[cols], headers=["dataset", "method", "accuracy", "train min", "completion tokens"],
+                       tablefmt="simple", floatfmt=".2f", showindex=False))
+    for t in report.transfers:
+        print(f"\nfree lunch ({t.method}): accuracy - zero-shot accuracy; rows = trained on, columns = tested on")
+        print(tabulate(t.matrix, headers="keys", tablefmt="simple", floatfmt=".1f"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in avg.itertuples(index=False):
         paper = "" if row.paper_H != row.paper_H else f" (paper {row.paper_H:.2f})"
         print(f"  base2new {row.model} {row.method}: Average H {row.H:.2f} over {row.n_datasets} datasets{paper}")
+    if args.show:
+        _show(report)
     print(f"files: {', '.join(sorted(written))}")
     return 0
 

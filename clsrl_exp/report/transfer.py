@@ -24,14 +24,22 @@ def transfer_groups(records: list[Record]) -> list[tuple[str, str, int | None]]:
 
 
 def zeroshot_reference(records: list[Record], model: str) -> dict[str, dict]:
-    """{eval dataset: {seed: mean test accuracy}} of the zero-shot few-shot records of this model."""
-    acc: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+    """{eval dataset: {seed: mean test accuracy}} of the zero-shot few-shot records of this model.
+
+    A zero-shot run's evaluation of its own dataset is the reference; evaluations of other datasets by zero-shot
+    runs are used only where no such run exists (with one base model they are the same numbers; with a base model
+    prepared per dataset, e.g. the tiny demo's warm start, only the own-dataset run is that dataset's baseline).
+    """
+    own: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+    other: dict[str, dict] = defaultdict(lambda: defaultdict(list))
     for rec in records:
         r = rec.run
         if r["method"] == "zeroshot" and r["model"] == model and r["setting"] == "fewshot":
             for ev in rec.evals:
                 if ev["split"] == "test":
-                    acc[ev["dataset"]][r["seed"]].append(float(ev["accuracy"]))
+                    (own if ev["dataset"] == r["dataset"] else other)[ev["dataset"]][r["seed"]].append(
+                        float(ev["accuracy"]))
+    acc = {ds: own.get(ds) or other[ds] for ds in {*own, *other}}
     return {ds: {seed: _mean(v) for seed, v in seeds.items()} for ds, seeds in acc.items()}
 
 
