@@ -97,42 +97,51 @@ def build_tokenizer(spec: TinyBuild, corpus: list[str]):
     return tok
 
 
-def build_tiny(model_cfg: ModelConfig, out_dir: Path, corpus: list[str]) -> Path:
-    """Build and save a deterministic random Qwen2-VL + tokenizer + processor (learncheck.md recipe)."""
-    import torch
+def qwen2vl_parts(tok, model_cfg: ModelConfig, text: dict, vision: dict):
+    """(processor, model config, generation config) of a Qwen2-VL around an offline tokenizer: the processor carries
+    the config's pixel bounds; special-token ids point into the tokenizer's vocabulary."""
     from transformers import (
         GenerationConfig,
         Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
         Qwen2VLImageProcessor,
         Qwen2VLProcessor,
         Qwen2VLVideoProcessor,
     )
 
-    spec = model_cfg.tiny
-    tok = build_tokenizer(spec, corpus)
-    template = _chat_template()
     proc = Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=model_cfg.min_pixels, max_pixels=model_cfg.max_pixels),
-        tokenizer=tok, video_processor=Qwen2VLVideoProcessor(), chat_template=template)
+        tokenizer=tok, video_processor=Qwen2VLVideoProcessor(), chat_template=_chat_template())
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
+    text = dict(text, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                pad_token_id=ids["<|endoftext|>"])
+    cfg = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                        vision_end_token_id=ids["<|vision_end|>"],
+                        tie_word_embeddings=text.get("tie_word_embeddings", False))
+    gen = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    return proc, cfg, gen
+
+
+def build_tiny(model_cfg: ModelConfig, out_dir: Path, corpus: list[str]) -> Path:
+    """Build and save a deterministic random Qwen2-VL + tokenizer + processor (learncheck.md recipe)."""
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+
+    spec = model_cfg.tiny
+    tok = build_tokenizer(spec, corpus)
     half = spec.hidden_size // spec.num_heads // 2  # mrope_section must sum to head_dim / 2
     mrope = [half // 4, 3 * half // 8, half - half // 4 - 3 * half // 8]
-    cfg = Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=len(tok), hidden_size=spec.hidden_size, intermediate_size=2 * spec.hidden_size,
-            num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
-            num_key_value_heads=spec.num_kv_heads, max_position_embeddings=2048,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope},
-            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
-        vision_config=dict(depth=spec.vision_depth, embed_dim=spec.vision_embed_dim, hidden_size=spec.hidden_size,
-                           num_heads=spec.vision_heads, mlp_ratio=2, patch_size=PATCH, spatial_merge_size=MERGE,
-                           temporal_patch_size=2),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    text = dict(vocab_size=len(tok), hidden_size=spec.hidden_size, intermediate_size=2 * spec.hidden_size,
+                num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
+                num_key_value_heads=spec.num_kv_heads, max_position_embeddings=2048,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope})
+    vision = dict(depth=spec.vision_depth, embed_dim=spec.vision_embed_dim, hidden_size=spec.hidden_size,
+                  num_heads=spec.vision_heads, mlp_ratio=2, patch_size=PATCH, spatial_merge_size=MERGE,
+                  temporal_patch_size=2)
+    proc, cfg, gen = qwen2vl_parts(tok, model_cfg, text, vision)
     torch.manual_seed(spec.seed)
     model = Qwen2VLForConditionalGeneration(cfg)
-    model.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    model.generation_config = gen
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

@@ -22,3 +22,26 @@ def test_bench_tiny_runs_every_part_and_writes_the_table(tmp_path):
     ours = [e for e in out["eval"] if e["setting"].startswith("ours")]
     assert len(ours) == 2 and all(e["images"] == 32 and e["images_per_s"] > 0 for e in ours)  # two batch sizes
     assert "GRPO step" in p.stdout and "images/s" in p.stdout and "ours / official" in p.stdout
+
+
+def test_random_architecture_builder_on_a_small_table(tmp_path, monkeypatch):
+    """The GPU benchmark's builder (real vocabulary size, real-shaped config) runs on CPU with small shapes."""
+    from transformers import AutoConfig, AutoProcessor
+
+    from clsrl_exp.bench import fixtures
+    from clsrl_exp.config import ModelConfig
+
+    small = {"text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                          num_key_value_heads=2, tie_word_embeddings=True),
+             "vision": dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2),
+             "mrope_section": [2, 3, 3]}
+    monkeypatch.setitem(fixtures.ARCH, "small-test", small)
+    cfg = ModelConfig(name="small-test", path="unused", image_size=56, min_pixels=3136, max_pixels=3136)
+    path = fixtures.build_random_model(cfg, tmp_path / "m", cuda=False)
+    conf = AutoConfig.from_pretrained(path)
+    assert conf.text_config.vocab_size == fixtures.VOCAB and conf.tie_word_embeddings is True
+    proc = AutoProcessor.from_pretrained(path)
+    assert proc.image_processor.size["longest_edge"] == 3136
+    assert conf.image_token_id == proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    exs = fixtures.examples(3, 56, tmp_path / "img", names=fixtures.NAMES[:5])
+    assert all(len(e.options) == 5 and e.label in e.options for e in exs)

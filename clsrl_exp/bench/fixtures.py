@@ -27,16 +27,9 @@ NAMES = [f"class {w}" for w in (
 def build_random_model(model_cfg: ModelConfig, out_dir: Path, cuda: bool) -> str:
     """Save a random-weight model of `model_cfg.name`'s architecture (bf16) with an offline tokenizer/processor."""
     import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2VLForConditionalGeneration
 
-    from clsrl_exp.models import SPECIALS, _chat_template, build_tokenizer, tiny_corpus
+    from clsrl_exp.models import build_tokenizer, qwen2vl_parts, tiny_corpus
 
     if model_cfg.name not in ARCH:
         raise SystemExit(f"error: no architecture table for model '{model_cfg.name}'; known: {sorted(ARCH)}")
@@ -45,20 +38,14 @@ def build_random_model(model_cfg: ModelConfig, out_dir: Path, cuda: bool) -> str
     arch = ARCH[model_cfg.name]
     tok = build_tokenizer(TinyBuild(vocab_size=1024, corpus=[w for n in NAMES for w in n.split()]),
                           tiny_corpus() + NAMES)
-    proc = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=model_cfg.min_pixels, max_pixels=model_cfg.max_pixels),
-        tokenizer=tok, video_processor=Qwen2VLVideoProcessor(), chat_template=_chat_template())
-    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
     text = dict(arch["text"], vocab_size=VOCAB, max_position_embeddings=32768,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    cfg = Qwen2VLConfig(text_config=text, vision_config=arch["vision"], image_token_id=ids["<|image_pad|>"],
-                        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-                        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=text["tie_word_embeddings"])
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": arch.get(
+                    "mrope_section", [16, 24, 24])})
+    proc, cfg, gen = qwen2vl_parts(tok, model_cfg, text, arch["vision"])
     torch.manual_seed(0)
     with torch.device("cuda" if cuda else "cpu"):
         model = Qwen2VLForConditionalGeneration(cfg).to(torch.bfloat16)
-    model.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    model.generation_config = gen
     model.save_pretrained(out_dir)
     proc.save_pretrained(out_dir)
     del model
