@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from clsrl_exp.errors import ConfigError
@@ -245,8 +245,10 @@ class RunConfig:
 def to_run_config(cfg: DictConfig | dict) -> RunConfig:
     """Merge a composed config into the typed schema; type errors become one `ConfigError`."""
     if isinstance(cfg, DictConfig):
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.pop("hydra", None)  # before resolving: hydra.runtime.* only resolve inside a running job
         container = OmegaConf.to_container(cfg, resolve=True)
-        container.pop("hydra", None)
     else:
         container = dict(cfg)
     try:

@@ -6,6 +6,7 @@ resumes: training from the last checkpoint in `<run_dir>/trainer/`, evaluation f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -146,11 +147,15 @@ def evaluate(run: RunConfig, model, processor, sets, ihash: str, device, model_p
     cached = run.train.kind == "none" and run.eval.cache_zeroshot
     if cached:  # zero-shot identity has no shots/train: k4 and k8 cells share one cache entry
         pred_path = Path(run.paths.cache) / "zeroshot" / ihash / "predictions.jsonl"
-    preds = PredictionLog(pred_path)
+    from clsrl_exp.models import file_lock
+
     generator = _generator(run, model, processor, device, model_path)
-    results = [evaluate_set(generator, processor, s, run.method, preds, variant=run.eval.prompt,
-                            image_size=run.model.image_size, batch_size=run.eval.batch_size, limit=run.eval.limit)
-               for s in sets]
+    # cells that share the zero-shot cache (e.g. shots 1..16 under a parallel launcher) evaluate it one at a time
+    with file_lock(pred_path.with_suffix(".lock")) if cached else contextlib.nullcontext():
+        preds = PredictionLog(pred_path)
+        results = [evaluate_set(generator, processor, s, run.method, preds, variant=run.eval.prompt,
+                                image_size=run.model.image_size, batch_size=run.eval.batch_size,
+                                limit=run.eval.limit) for s in sets]
     if cached and pred_path != run_dir / "predictions.jsonl":
         shutil.copyfile(pred_path, run_dir / "predictions.jsonl")
     return results

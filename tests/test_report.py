@@ -332,3 +332,16 @@ def test_full_paper_grid_uses_printed_averages():
     b2n = _row(tables.base2new_table(recs), dataset="Average")
     assert (b2n["paper_base"], b2n["paper_new"], b2n["paper_H"]) == (83.42, 81.88, 82.64)
     assert abs(b2n["base"] - 83.42) < 0.01 and abs(b2n["H"] - 82.64) < 0.01
+
+
+def test_zeroshot_reference_is_the_runs_own_dataset(tmp_path):
+    """With a base model prepared per dataset (the tiny demo's warm start), a zero-shot run evaluated on another
+    dataset is not that dataset's baseline: its own-dataset zero-shot run is."""
+    _write(tmp_path, "zs-a", "zeroshot", "a", 1, [("a", "test", 25.0, None), ("b", "test", 0.0, None)], model="t")
+    _write(tmp_path, "zs-b", "zeroshot", "b", 1, [("a", "test", 0.0, None), ("b", "test", 30.0, None)], model="t")
+    _write(tmp_path, "nt-a", "nothink", "a", 1, [("a", "test", 95.0, None), ("b", "test", 10.0, None)], model="t",
+           train=_train(60.0, 2.0))
+    (t,) = build_report([tmp_path]).transfers
+    row = t.matrix.loc["a"]
+    assert row["a"] == pytest.approx(70.0) and row["b"] == pytest.approx(-20.0)  # not 95 - 12.5 / 10 - 15
+    assert row["AVG"] == pytest.approx(25.0)

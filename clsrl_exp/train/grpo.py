@@ -63,6 +63,14 @@ def common_args(run: RunConfig, plan: BatchPlan, device: Device, output_dir: str
     )
 
 
+def merge_extra(kwargs: dict, extra: dict) -> dict:
+    """Apply `train.extra` (any other TRL argument); dict values merge into ours (model_init_kwargs keeps dtype and
+    attention unless the extra names them)."""
+    for k, v in extra.items():
+        kwargs[k] = {**kwargs[k], **v} if isinstance(v, dict) and isinstance(kwargs.get(k), dict) else v
+    return kwargs
+
+
 def grpo_config(run: RunConfig, device: Device, output_dir: str, backend: str, report_to: list[str]):
     """The GRPOConfig for this run. Sampling is passed explicitly so the model's generation_config can't override it."""
     from trl import GRPOConfig
@@ -90,7 +98,7 @@ def grpo_config(run: RunConfig, device: Device, output_dir: str, backend: str, r
         remove_unused_columns=False,  # label and id reach the reward functions as kwargs
         **grpo_vllm_kwargs(run.rollout, backend),
     )
-    kwargs.update(t.extra)
+    merge_extra(kwargs, t.extra)
     return GRPOConfig(**kwargs), plan
 
 

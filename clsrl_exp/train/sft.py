@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from clsrl_exp.config import RunConfig, derive_batch
-from clsrl_exp.train.grpo import Device, common_args
+from clsrl_exp.train.grpo import Device, common_args, merge_extra
 from clsrl_exp.train.optim import MasterWeightsMixin
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def make_sft_trainer(run: RunConfig, model_path: str, processor, train_dataset, 
                   completion_only_loss=t.completion_only_loss,
                   remove_unused_columns=False,
                   dataset_kwargs={"skip_prepare_dataset": True})
-    kwargs.update(t.extra)
+    merge_extra(kwargs, t.extra)
     kwargs.update(overrides or {})
     args = SFTConfig(**kwargs)
     log.info("SFT batch: %d samples per optimizer step (%d GPU(s) x %d x accumulation %d); loss on %s",
