@@ -74,9 +74,25 @@ def tiny_path(session_root) -> str:
 
 def cli(args: list[str], root: Path | None = None, env: dict | None = None, timeout: int = 600,
         module: str = "clsrl_exp") -> subprocess.CompletedProcess:
-    """Run `python -m <module> args` with outputs under `root`; returns the completed process."""
+    """Run `python -m <module> args` with outputs under `root`; the result's `.tail` (the end of stdout and
+    stderr) is for assertion messages."""
     e = dict(os.environ, **(env or {}))
     if root is not None:
         e["CLSRL_OUTPUTS"] = str(root)
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=e, capture_output=True, text=True,
-                          timeout=timeout)
+    r = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=e, capture_output=True, text=True,
+                       timeout=timeout)
+    r.tail = f"\n--- stdout ---\n{r.stdout[-3000:]}\n--- stderr ---\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.fixture(scope="session")
+def shared(session_root, tiny_path) -> list[str]:
+    """Overrides that reuse the session's tiny model and both synthetic datasets (generated here once, before any
+    parallel subprocess would race to build them)."""
+    from clsrl_exp.config import dataset_config
+    from clsrl_exp.data import ensure_dataset
+
+    run, _ = run_config(TINY, session_root)
+    for name in ("synthetic-colors", "synthetic-shapes"):
+        ensure_dataset(dataset_config(name), run.data.root)
+    return [f"paths.cache={run.paths.cache}", f"data.root={run.data.root}"]

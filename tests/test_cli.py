@@ -15,33 +15,14 @@ from pathlib import Path
 import pytest
 
 try:
-    from tests.conftest import CONF, TINY, run_config
-    from tests.conftest import cli as _cli
+    from tests.conftest import CONF, TINY, cli, run_config
 except ImportError:  # tests/ itself on sys.path
-    from conftest import CONF, TINY, run_config
-    from conftest import cli as _cli
+    from conftest import CONF, TINY, cli, run_config
 
 METHODS = ["zeroshot", "sft", "clsrl", "nothink", "adaptive"]
 FAST = ["shots=4", "debug=fast"]
 
 
-def cli(args, root, **kw):
-    """The conftest CLI runner, with the tail of the output attached for assertion messages."""
-    r = _cli(args, root, **kw)
-    r.tail = f"\n--- stdout ---\n{r.stdout[-3000:]}\n--- stderr ---\n{r.stderr[-3000:]}"
-    return r
-
-
-@pytest.fixture(scope="module")
-def shared(session_root, tiny_path) -> list[str]:
-    """Reuse the session's tiny model and synthetic data (generated here once, before any parallel run)."""
-    from clsrl_exp.config import dataset_config
-    from clsrl_exp.data import ensure_dataset
-
-    run, _ = run_config(TINY, session_root)
-    ensure_dataset(run.dataset, run.data.root)
-    ensure_dataset(dataset_config("synthetic-shapes"), run.data.root)
-    return [f"paths.cache={run.paths.cache}", f"data.root={run.data.root}"]
 
 
 @pytest.fixture(scope="module")

@@ -18,33 +18,15 @@ from pathlib import Path
 import pytest
 
 try:
-    from tests.conftest import REPO, TINY, run_config
-    from tests.conftest import cli as _cli
+    from tests.conftest import REPO, TINY, cli, run_config
 except ImportError:  # tests/ itself on sys.path
-    from conftest import REPO, TINY, run_config
-    from conftest import cli as _cli
+    from conftest import REPO, TINY, cli, run_config
 
 from clsrl_exp.evaluate import PredictionLog, eval_template, evaluate_set
 
 DATASETS = ["synthetic-colors", "synthetic-shapes"]
 
 
-def cli(args, root, **kw):
-    r = _cli(args, root, **kw)
-    r.tail = f"\n--- stdout ---\n{r.stdout[-3000:]}\n--- stderr ---\n{r.stderr[-3000:]}"
-    return r
-
-
-@pytest.fixture(scope="module")
-def shared(session_root, tiny_path) -> list[str]:
-    """Reuse the session's tiny model and synthetic data (both datasets generated here, before any subprocess)."""
-    from clsrl_exp.config import dataset_config
-    from clsrl_exp.data import ensure_dataset
-
-    run, _ = run_config(TINY, session_root)
-    for name in DATASETS:
-        ensure_dataset(dataset_config(name), run.data.root)
-    return [f"paths.cache={run.paths.cache}", f"data.root={run.data.root}"]
 
 
 @pytest.fixture(scope="module")
