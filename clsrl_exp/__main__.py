@@ -2,7 +2,7 @@
 
     python -m clsrl_exp model=qwen2vl-2b method=nothink shots=4 dataset=dtd   # train + evaluate + record
     python -m clsrl_exp +sweep=paper-fewshot                                  # a grid from sweeps/ (multirun)
-    python -m clsrl_exp --cfg job model=qwen2vl-2b method=nothink             # print the composed config
+    python -m clsrl_exp --cfg job model=qwen2vl-2b method=nothink             # print the composed config (resolved)
     python -m clsrl_exp --help                                                # config groups and options
 
 Bad input stops at start with one `error: ...` line and a non-zero exit. In a sweep, a failing cell is recorded and
@@ -68,6 +68,13 @@ def _failed(run_dir: Path, message: str) -> dict:
 
 
 def main() -> None:
+    # `--cfg` prints resolved values, so derived settings (rollout.max_model_length, run_dir, train.epochs) show as
+    # numbers and paths; `--cfg job --raw` keeps Hydra's unresolved view.
+    if any(a in ("--cfg", "-c") for a in sys.argv) and "--resolve" not in sys.argv:
+        if "--raw" in sys.argv:
+            sys.argv.remove("--raw")
+        else:
+            sys.argv.append("--resolve")
     task()
 
 

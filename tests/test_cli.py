@@ -155,3 +155,14 @@ def test_bad_input_stops_at_start_with_one_message(overrides, code, messages, sh
         assert json.loads(rec.read_text()).get("status") != "complete"
     assert not list(tmp_path.rglob("predictions.jsonl"))
     assert not list(tmp_path.rglob("checkpoint"))
+
+
+def test_cfg_job_shows_the_derived_vllm_settings(tmp_path):
+    """`--cfg job` prints resolved values: the derived vLLM context (196 image tokens at 384 px + 1024 text +
+    1024 completion) and the identity-derived run directory; `--raw` keeps Hydra's interpolations."""
+    r = cli(["--cfg", "job", "rollout=vllm-colocate", "model=qwen2vl-2b"], tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.tail
+    assert "max_model_length: 2244" in r.stdout and "gpu_memory_utilization: 0.3" in r.stdout
+    assert "run_dir: " in r.stdout and "/fewshot/dtd/nothink/qwen2vl-2b/k4-s1-" in r.stdout
+    raw = cli(["--cfg", "job", "--raw", "rollout=vllm-colocate"], tmp_path)
+    assert raw.returncode == 0 and "${clsrl_vllm_len:" in raw.stdout
