@@ -85,7 +85,7 @@ def test_smoke_sweep_submitit_skips_finished_cells_and_redoes_only_missing_resul
     assert (s["done"], s["skipped"], s["failed"]) == (1, 3, 0)
     assert [Path(x["run_dir"]) for x in ledger(root, "smoke") if x["status"] == "done"] == [cell]
     assert train_json.stat().st_mtime_ns == mtime
-    assert "training already finished" in (cell / "__main__.log").read_text()
+    assert "training already finished" in (cell / "clsrl_exp.log").read_text()
     assert json.loads((cell / "result.json").read_text())["status"] == "complete"
 
 
