@@ -68,13 +68,14 @@ def _failed(run_dir: Path, message: str) -> dict:
 
 
 def main() -> None:
-    # `--cfg` prints resolved values, so derived settings (rollout.max_model_length, run_dir, train.epochs) show as
-    # numbers and paths; `--cfg job --raw` keeps Hydra's unresolved view.
-    if any(a in ("--cfg", "-c") for a in sys.argv) and "--resolve" not in sys.argv:
-        if "--raw" in sys.argv:
-            sys.argv.remove("--raw")
-        else:
-            sys.argv.append("--resolve")
+    # `--cfg job` prints resolved values, so derived settings (rollout.max_model_length, run_dir, train.epochs) show
+    # as numbers and paths; `--cfg job --raw` keeps Hydra's unresolved view (`--cfg hydra|all` are left as Hydra's).
+    argv = sys.argv
+    shows_job = any(a in ("--cfg", "-c") and argv[i + 1:i + 2] == ["job"] for i, a in enumerate(argv))
+    if "--raw" in argv:
+        argv.remove("--raw")
+    elif shows_job and "--resolve" not in argv:
+        argv.append("--resolve")
     task()
 
 
