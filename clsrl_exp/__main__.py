@@ -44,6 +44,8 @@ def task(cfg: DictConfig) -> dict:
         return _cell(cfg)
     except UserError as e:
         if not multirun:
+            if (run_dir / "result.json").exists():  # the cell had started: record why it stopped
+                _failed(run_dir, f"{type(e).__name__}: {e}")
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
         log.error("error: %s", e)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def run_cell(run: RunConfig, container: dict) -> dict:
         return {**read_record(run_dir), "cell": "skipped"}
 
     from clsrl_exp import models, runtime
-    from clsrl_exp.data import ensure_dataset, eval_sets, train_examples
+    from clsrl_exp.data import ensure_dataset, eval_sets, load_splits, train_examples
     from clsrl_exp.train.rollout import resolve_rollout, vllm_available
 
     device = runtime.setup_device()
@@ -57,10 +58,12 @@ def run_cell(run: RunConfig, container: dict) -> dict:
 
     # data first: every bad input stops here, before a model is loaded
     eval_cfgs = [run.dataset if n == run.dataset.name else dataset_config(n) for n in eval_dataset_names(run)]
+    splits = {}  # each dataset's split is read once (ImageNet's means listing 1.28M files)
     for ds in {d.name: d for d in [run.dataset, *eval_cfgs]}.values():
         ensure_dataset(ds, run.data.root)
-    sets = [s for ds in eval_cfgs for s in eval_sets(run, ds)]
-    examples = train_examples(run, run.dataset) if run.train.kind != "none" else []
+        splits[ds.name] = load_splits(ds, run.data.root)
+    sets = [s for ds in eval_cfgs for s in eval_sets(run, ds, splits[ds.name])]
+    examples = train_examples(run, run.dataset, splits[run.dataset.name]) if run.train.kind != "none" else []
 
     model_path = models.resolve_model_path(run.model, run.paths.cache)
     if run.model.warm_start is not None:
@@ -134,7 +137,7 @@ def _generator(run: RunConfig, model, processor, device, model_path: str | None 
         from clsrl_exp.evaluate_vllm import VLLMGenerator
 
         return VLLMGenerator(model_path, run, processor)
-    workers = min(8, max(0, (__import__("os").cpu_count() or 1) - 2)) if device.cuda else 0
+    workers = min(8, max(0, (os.cpu_count() or 1) - 2)) if device.cuda else 0
     return HFGenerator(model, processor, run.eval.max_new_tokens, run.eval.greedy, workers)
 
 

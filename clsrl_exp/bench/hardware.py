@@ -55,9 +55,3 @@ def param_counts(model) -> dict:
     vision = sum(p.numel() for n, p in model.named_parameters() if "visual" in n)
     embed = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" in n or "lm_head" in n)
     return {"total": total, "vision": vision, "lm_body": total - vision - embed, "embed_head": embed}
-
-
-def forward_flops(params: dict, text_tokens: float, patches: float, hidden_vocab: float) -> float:
-    """Matmul FLOPs of one forward: 2 x params x tokens for the LM body, per patch for the vision tower, plus the
-    LM head on every token (hidden x vocab). Attention score FLOPs are small at these lengths and left out."""
-    return 2 * params["lm_body"] * text_tokens + 2 * params["vision"] * patches + 2 * hidden_vocab * text_tokens

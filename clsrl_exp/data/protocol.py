@@ -179,25 +179,34 @@ def _n_options(run: RunConfig, space: Sequence[str]) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------- public
-def train_examples(run: RunConfig, ds: DatasetConfig) -> list[Example]:
-    """K-shot training examples (base classes only in base2new), options drawn on the fly from their label space."""
-    ensure_dataset(ds, run.data.root)
-    splits = load_splits(ds, run.data.root)
+def examples_from_items(items: Sequence[Item], splits: Splits, ds: DatasetConfig, run: RunConfig, labels: Sequence[int],
+                        seed: int, split: str = "train", check_images: bool = True) -> list[Example]:
+    """Examples for `items` with per-example option lists over the label space of `labels`, seeded by (seed, id);
+    with `check_images` every image must exist and open (training stops on the first that does not)."""
+    space = label_space(splits, ds, labels)
+    n = _n_options(run, space)
+    out = []
+    for it in items:
+        path = splits.image_root / it.path
+        if check_images and not image_is_readable(path):
+            raise DataError(f"training image missing or unreadable: {path}")
+        label = display_name(it.classname, ds)
+        opts = option_list(space, label, n, seed=seed, example_id=it.path)
+        out.append(Example(it.path, str(path), label, tuple(opts), split))
+    return out
+
+
+def train_examples(run: RunConfig, ds: DatasetConfig, splits: Splits | None = None) -> list[Example]:
+    """K-shot training examples (base classes only in base2new), options drawn on the fly from their label space.
+    Pass `splits` when the caller already loaded them (a run reads each dataset once)."""
+    if splits is None:
+        ensure_dataset(ds, run.data.root)
+        splits = load_splits(ds, run.data.root)
     subset = fewshot_subset(run, ds, splits)
     labels = next(iter(_space_labels(run, splits).values()))  # all classes, or the base half
     keep = set(labels)
     subset = [it for it in subset if it.label in keep]  # sample over all classes first, then filter (CoOp order)
-    space = label_space(splits, ds, labels)
-    n = _n_options(run, space)
-    out = []
-    for it in subset:
-        path = splits.image_root / it.path
-        if not image_is_readable(path):
-            raise DataError(f"training image missing or unreadable: {path}")
-        label = display_name(it.classname, ds)
-        opts = option_list(space, label, n, seed=run.seed, example_id=it.path)
-        out.append(Example(it.path, str(path), label, tuple(opts), "train"))
-    return out
+    return examples_from_items(subset, splits, ds, run, labels, run.seed)
 
 
 def _eval_key(run: RunConfig, ds: DatasetConfig, split: str, splits: Splits) -> dict:
@@ -238,10 +247,11 @@ def _frozen_items(run: RunConfig, ds: DatasetConfig, splits: Splits, split: str,
     return items
 
 
-def eval_sets(run: RunConfig, ds: DatasetConfig) -> list[EvalSet]:
+def eval_sets(run: RunConfig, ds: DatasetConfig, splits: Splits | None = None) -> list[EvalSet]:
     """`test` (few-shot) or `base` + `new` (base2new), each with frozen option lists; missing images reported."""
-    ensure_dataset(ds, run.data.root)
-    splits = load_splits(ds, run.data.root)
+    if splits is None:
+        ensure_dataset(ds, run.data.root)
+        splits = load_splits(ds, run.data.root)
     out = []
     for split, labels in _space_labels(run, splits).items():
         examples, missing = [], []

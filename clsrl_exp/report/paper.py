@@ -43,13 +43,6 @@ DATASETS = (
 )
 METHODS = ("zeroshot", "sft", "clsrl", "nothink", "adaptive")
 
-# where the paper's method names differ from ours (used for display only)
-PAPER_METHOD_NAMES = {
-    "zeroshot": "Qwen2VL zero-shot",
-    "sft": "SFT",
-    "clsrl": "Thinking (CLS-RL)",
-    "nothink": "No-Thinking",
-}
 
 
 def _row(values: list[float]) -> dict[str, float]:

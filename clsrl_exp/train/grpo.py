@@ -85,7 +85,7 @@ def grpo_config(run: RunConfig, device: Device, output_dir: str, backend: str, r
         num_iterations=t.num_iterations,
         epsilon=t.epsilon,
         num_generations=t.num_generations,
-        generation_batch_size=plan.generation_batch_size // device.world_size * device.world_size,
+        generation_batch_size=plan.generation_batch_size,
         temperature=t.temperature,
         top_p=t.top_p,
         top_k=t.top_k,

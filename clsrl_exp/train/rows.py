@@ -29,12 +29,17 @@ def chat_prompt(text: str, method: MethodConfig) -> list[dict]:
     return messages
 
 
-def _lazy_images(dataset, image_size: int, key: str):
+def _lazy_images(dataset, image_size: int, key: str, cache_size: int = 256):
+    """Open and resize images when a row is read. GRPO's sampler reads each prompt's row G times in a row, so the
+    last `cache_size` decoded images are kept (at 384 px ~110 MB) instead of decoding each one G times."""
+    import functools
+
     from clsrl_exp.data import load_image
 
+    load = functools.lru_cache(maxsize=cache_size)(lambda path: load_image(path, image_size))
+
     def transform(batch):
-        batch[key] = [([load_image(p, image_size) for p in v] if isinstance(v, list) else load_image(v, image_size))
-                      for v in batch[key]]
+        batch[key] = [([load(p) for p in v] if isinstance(v, list) else load(v)) for v in batch[key]]
         return batch
 
     return dataset.with_transform(transform)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from clsrl_exp.config import RunConfig, derive_batch
-from clsrl_exp.train.grpo import Device, common_args, merge_extra
+from clsrl_exp.config import RunConfig
+from clsrl_exp.train.grpo import Device, batch_plan, common_args, merge_extra
 from clsrl_exp.train.optim import MasterWeightsMixin
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def make_sft_trainer(run: RunConfig, model_path: str, processor, train_dataset, 
     from trl import SFTConfig, SFTTrainer
 
     t = run.train
-    plan = derive_batch(t.prompts_per_step, 1, device.world_size, t.micro_batch_size)
+    plan = batch_plan(run, device.world_size)
     kwargs = common_args(run, plan, device, output_dir, report_to)
     kwargs.update(max_length=None,  # never truncate image tokens (trl_notes 1.12)
                   completion_only_loss=t.completion_only_loss,
@@ -43,9 +43,9 @@ def make_sft_trainer(run: RunConfig, model_path: str, processor, train_dataset, 
     log.info("SFT batch: %d samples per optimizer step (%d GPU(s) x %d x accumulation %d); loss on %s",
              plan.completions_per_step, device.world_size, plan.per_device_train_batch_size,
              plan.gradient_accumulation_steps, "the answer only" if t.completion_only_loss else "the whole sequence")
+
     class Trainer(MasterWeightsMixin, SFTTrainer):
         use_master_weights = t.master_weights
 
     return Trainer(model=model_path, args=args, train_dataset=train_dataset, processing_class=processor,
-                      data_collator=image_masking_collator(processor, t.completion_only_loss),
-                      callbacks=list(callbacks))
+                   data_collator=image_masking_collator(processor, t.completion_only_loss), callbacks=list(callbacks))

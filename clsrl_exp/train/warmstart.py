@@ -20,9 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def warm_examples(run: RunConfig):
-    """(example, method, target) triples over every warm dataset's train split and every arm."""
-    from clsrl_exp.data import Example, display_name, ensure_dataset, load_splits
-    from clsrl_exp.prompts import option_count, option_list
+    """(example, method, question, target) over every warm dataset's train split and every arm."""
+    from clsrl_exp.data import ensure_dataset, examples_from_items, label_space, load_splits
 
     ws = run.model.warm_start
     rng = random.Random(ws.seed)
@@ -31,15 +30,12 @@ def warm_examples(run: RunConfig):
         ds = dataset_config(name)
         ensure_dataset(ds, run.data.root)
         splits = load_splits(ds, run.data.root)
-        names = [display_name(c, ds) for c in splits.classnames]
-        n = option_count(len(names), run.setting.option_fraction, run.setting.option_all_below,
-                         run.setting.option_cap)
+        labels = list(range(len(splits.classnames)))
+        examples = examples_from_items(splits.train, splits, ds, run, labels, ws.seed, check_images=False)
+        names = label_space(splits, ds, labels)  # targets: random class names of this dataset
         for arm in ws.arms:
             method = method_config(arm.method)
-            for item in splits.train:
-                label = names[item.label]
-                ex = Example(id=item.path, image_path=str(splits.image_root / item.path), label=label,
-                             options=tuple(option_list(names, label, n, ws.seed, item.path)), split="train")
+            for ex in examples:
                 target = arm.target.replace("{x}", rng.choice(names)).replace("{y}", rng.choice(names))
                 out.append((ex, method, ds.question, target))
     rng.shuffle(out)
