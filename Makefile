@@ -45,7 +45,7 @@ bench: setup                       ## CPU: eval items/s at two batch sizes + GRP
 	$(PY) -m clsrl_exp.bench --tiny
 
 bench-learning: setup              ## 3 seeds x {No-Thinking, CLS-RL} + shuffled-label control on the tiny model
-	$(PY) -m clsrl_exp.bench_learning
+	$(PY) -m clsrl_exp.bench.learning
 
 bench-gpu: setup                   ## paper-scale GRPO step + eval throughput on one GPU (Qwen2-VL-2B shapes, random weights)
 	$(PY) -m clsrl_exp.bench

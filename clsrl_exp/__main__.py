@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clsrl_exp import config  # noqa: F401  (registers the run-dir resolvers before Hydra composes)
 from clsrl_exp.errors import UserError
+from clsrl_exp.schema import RESULT_FILE
 
 log = logging.getLogger("clsrl_exp")
 
@@ -44,7 +45,7 @@ def task(cfg: DictConfig) -> dict:
         return _cell(cfg)
     except UserError as e:
         if not multirun:
-            if (run_dir / "result.json").exists():  # the cell had started: record why it stopped
+            if (run_dir / RESULT_FILE).exists():  # the cell had started: record why it stopped
                 _failed(run_dir, f"{type(e).__name__}: {e}")
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
@@ -59,13 +60,11 @@ def task(cfg: DictConfig) -> dict:
 
 def _failed(run_dir: Path, message: str) -> dict:
     """Record a failed cell (status, message, traceback file) without touching its checkpoints or predictions."""
-    from clsrl_exp.results import RESULT, atomic_write_json, read_record
+    from clsrl_exp.fileio import atomic_write_text
+    from clsrl_exp.schema import ERROR_FILE, mark
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "error.txt").write_text(traceback.format_exc())
-    rec = read_record(run_dir) or {"schema": 1, "run_dir": str(run_dir)}
-    rec.update(status="failed", error=message)
-    atomic_write_json(run_dir / RESULT, rec)
+    atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
+    mark(run_dir, "failed", message)
     return {"cell": "failed", "run_dir": str(run_dir), "error": message}
 
 

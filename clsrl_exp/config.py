@@ -1,8 +1,10 @@
 """Typed run configuration: the composed Hydra config is merged into these dataclasses and validated at start.
 
 Everything that changes results lives here with its source; `validate()` turns impossible combinations into one
-`ConfigError` before any model is loaded. The GRPO batch derivation (16 prompts x 4 completions per optimizer step
-at any world size, trap T8) is `derive_batch()`, the only place it is computed.
+`ConfigError` before any model is loaded, asking the plugin registries (rewards, generation backends, rollouts,
+dataset formats) rather than comparing names. The GRPO batch derivation (16 prompts x 4 completions per optimizer
+step at any world size, trap T8) is `derive_batch()`, the only place it is computed. Importing this module
+registers the config resolvers (`clsrl_exp.resolvers`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from clsrl_exp import resolvers  # noqa: F401  (registers ${clsrl_run:} and friends before Hydra composes)
 from clsrl_exp.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -22,7 +25,7 @@ LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vesp
 SCALE_REWARDS = ("group", "batch", "none")
 TRAINERS = ("none", "grpo", "sft")
 SETTINGS = ("fewshot", "base2new")
-ROLLOUTS = ("hf", "vllm-colocate", "vllm-server", "auto")
+PROMPT_VARIANTS = ("eval", "train")  # the method's eval template (official eval scripts) | its train template
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -39,7 +42,8 @@ class TinyBuild:
     vision_embed_dim: int = 32
     vision_heads: int = 2
     vocab_size: int = 512
-    corpus: list[str] = field(default_factory=list)  # extra words that must become single tokens (class names)
+    corpus: list[str] = field(default_factory=list)  # words that must become single tokens (class names)
+    text: list[str] = field(default_factory=list)  # sentences the tokenizer is trained on (templates, questions)
 
 
 @dataclass
@@ -64,7 +68,6 @@ class WarmStart:
 class ModelConfig:
     name: str = MISSING
     path: str | None = None  # hub id or local dir; None = build the tiny model offline (needs `tiny`)
-    family: str = "qwen2vl"  # qwen2vl | qwen25vl
     dtype: str = "bfloat16"  # on CUDA; CPU always float32
     attn_implementation: str = "sdpa"
     image_size: int = 384  # every image is resized to image_size x image_size (LANCZOS) in train and eval
@@ -94,7 +97,7 @@ class SyntheticSpec:
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    layout: str = "split_json"  # split_json | imagenet | fgvc_aircraft (reader in clsrl_exp.data.layouts)
+    layout: str = "split_json"  # a key of clsrl_exp.data.formats.FORMATS (or file.py:reader)
     dataset_dir: str = MISSING  # folder under data.root
     image_dir: str = ""  # folder under dataset_dir that split paths are relative to ("" = dataset_dir)
     split_file: str | None = None  # under dataset_dir
@@ -123,8 +126,11 @@ class SettingConfig:
 # ----------------------------------------------------------------------------------------------------- method
 @dataclass
 class RewardSpec:
-    name: str = MISSING
+    """One reward of a method: a key of `clsrl_exp.rewards.REWARDS` or an import path, its weight, its kwargs."""
+
+    name: str = MISSING  # e.g. accuracy | my_rewards.py:brevity | my_pkg.rewards:brevity
     weight: float = 1.0
+    kwargs: dict[str, Any] = field(default_factory=dict)  # bound to the function, or passed to a @reward_factory
 
 
 @dataclass
@@ -193,12 +199,12 @@ class RolloutConfig:
 
 @dataclass
 class EvalConfig:
-    backend: str = "hf"  # hf | vllm
+    backend: str = "hf"  # a key of clsrl_exp.generation.BACKENDS (hf | vllm) or an import path to a Generator
     batch_size: int = 64
     max_new_tokens: int = 1024
     greedy: bool = True
     datasets: Any = None  # None = the run's dataset; a list of dataset options; or "all"
-    all_datasets: list[str] = field(default_factory=list)
+    all_datasets: Any = "paper"  # eval.datasets=all: a dataset list name of clsrl_exp.grids, or a list
     prompt: str = "eval"  # eval = the method's eval template (official eval scripts); train = its train template
     limit: int | None = None  # score only the first N items per eval set (debugging)
     cache_zeroshot: bool = True
@@ -261,12 +267,30 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
     return run
 
 
+def search_dirs() -> list[Path]:
+    """Config folders: the running Hydra job's file sources (so `--config-dir` / `hydra.searchpath` additions are
+    found), else `conf/` alone."""
+    dirs = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            for src in HydraConfig.get().runtime.config_sources:
+                if src.schema == "file" and src.path:
+                    dirs.append(Path(src.path))
+    except Exception:  # noqa: BLE001 - outside a Hydra job: conf/ only
+        pass
+    return [*dict.fromkeys([*dirs, CONF_DIR])]
+
+
 def load_option(group: str, name: str) -> DictConfig:
     """Load one option of a config group by name (e.g. another dataset for `eval.datasets`)."""
-    path = CONF_DIR / group / f"{name}.yaml"
-    if not path.exists():
-        avail = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
-        raise ConfigError(f"unknown {group} '{name}' (no {path.relative_to(CONF_DIR.parent)}); available: {avail}")
+    found = [d / group / f"{name}.yaml" for d in search_dirs() if (d / group / f"{name}.yaml").exists()]
+    if not found:
+        avail = ", ".join(sorted({p.stem for d in search_dirs() for p in (d / group).glob("*.yaml")}))
+        raise ConfigError(f"unknown {group} '{name}' (no {group}/{name}.yaml in {', '.join(map(str, search_dirs()))}); "
+                          f"available: {avail}")
+    path = found[0]
     node = OmegaConf.load(path)
     node.pop("defaults", None)
     return node[group] if group in node and len(node) == 1 else node
@@ -306,31 +330,35 @@ def validate(run: RunConfig) -> None:
             raise ConfigError(f"train.scale_rewards must be one of {SCALE_REWARDS} (got '{t.scale_rewards}')")
         if not m.rewards:
             raise ConfigError(f"method '{m.name}' trains with GRPO but lists no rewards (method.rewards)")
-        from clsrl_exp.rewards import REWARDS  # pure module, cheap
+        from clsrl_exp.rewards import get_reward  # pure module, cheap
 
         for r in m.rewards:
-            if r.name not in REWARDS:
-                raise ConfigError(f"unknown reward '{r.name}' in method '{m.name}'; known: {sorted(REWARDS)}")
+            try:
+                get_reward(r.name, r.kwargs)
+            except Exception as e:  # noqa: BLE001 - unknown key, import error, bad kwargs: one message
+                msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+                raise ConfigError(f"reward '{r.name}' of method '{m.name}' cannot be loaded: {msg}") from None
         if t.max_completion_length < 1:
             raise ConfigError("train.max_completion_length must be >= 1")
     if t.kind == "sft" and not m.target_template:
         raise ConfigError(f"method '{m.name}' trains with SFT but has no method.target_template")
     if t.prompts_per_step < 1 or t.micro_batch_size < 1:
         raise ConfigError("train.prompts_per_step and train.micro_batch_size must be >= 1")
-    if run.rollout.name not in ROLLOUTS:
-        raise ConfigError(f"rollout.name must be one of {ROLLOUTS} (got '{run.rollout.name}')")
-    if run.eval.backend not in ("hf", "vllm"):
-        raise ConfigError(f"eval.backend must be hf or vllm (got '{run.eval.backend}')")
-    if run.eval.prompt not in ("eval", "train"):
-        raise ConfigError(f"eval.prompt must be eval or train (got '{run.eval.prompt}')")
+    from clsrl_exp import generation  # the registry only (backends import lazily)
+
+    for check in (lambda: generation.get_rollout(run.rollout.name), lambda: generation.get_backend(run.eval.backend)):
+        try:
+            check()
+        except (KeyError, ImportError) as e:
+            raise ConfigError(e.args[0] if e.args else str(e)) from None
+    if run.eval.prompt not in PROMPT_VARIANTS:
+        raise ConfigError(f"eval.prompt must be one of {PROMPT_VARIANTS} (got '{run.eval.prompt}')")
     if run.eval.batch_size < 1:
         raise ConfigError(f"eval.batch_size must be >= 1 (got {run.eval.batch_size})")
     if "default" not in m.eval_templates:
         raise ConfigError(f"method '{m.name}' needs method.eval_templates.default")
     if run.model.path is None and run.model.tiny is None:
         raise ConfigError(f"model '{run.model.name}' has neither model.path nor a model.tiny build spec")
-    if run.model.family not in ("qwen2vl", "qwen25vl"):
-        raise ConfigError(f"model.family must be qwen2vl or qwen25vl (got '{run.model.family}')")
     if run.model.min_pixels > run.model.max_pixels:
         raise ConfigError("model.min_pixels must be <= model.max_pixels")
 
@@ -380,7 +408,3 @@ def derive_batch(prompts_per_step: int, num_generations: int, world_size: int, m
     plan = BatchPlan(world_size, prompts_per_step, num_generations, bs, per_rank // bs, total)
     assert plan.completions_per_step == total
     return plan
-
-
-# run identity lives in clsrl_exp.identity (re-exported here; importing it registers the Hydra resolvers)
-from clsrl_exp.identity import NON_IDENTITY, identity, identity_hash, run_relpath  # noqa: E402,F401

@@ -1,57 +1,50 @@
-"""Evaluation: batched greedy generation (HF or vLLM), resumable append-only predictions, lenient + strict scores.
+"""Evaluation: any generation backend, resumable append-only predictions, lenient + strict scores per eval set.
 
-Each prediction line holds the item id, the prompt variant, the output and both matches; it is written (and
-fsynced) per batch, so a killed evaluation resumes with no duplicate or lost item. Images that are missing or
-unreadable are skipped, counted and named in the result (never scored as wrong silently).
+An `EvalTask` is one evaluation a cell asks for (an eval set, a prompt, its `eval_hash`). Each prediction line
+holds the eval hash, dataset, split, prompt variant, item id, output and both matches; it is written (and fsynced)
+per batch, so a killed evaluation resumes with no duplicate or lost item. Images that are missing or unreadable are
+skipped, counted and named in the result (never scored as wrong silently).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from clsrl_exp.config import MethodConfig
-from clsrl_exp.prompts import user_messages
+from clsrl_exp.prompts import PromptSpec, render_chat
 from clsrl_exp.rewards import lenient_match, strict_match
-from clsrl_exp.train.rows import prompt_text
+from clsrl_exp.schema import EvalEntry, make_eval
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvalResult:
-    dataset: str
-    split: str
-    prompt_variant: str
-    n: int = 0
-    correct: int = 0
-    correct_strict: int = 0
-    skipped: int = 0
-    skipped_examples: list[str] = field(default_factory=list)
-    wall_s: float = 0.0
-    mean_output_tokens: float = 0.0
+class EvalTask:
+    """One evaluation of a model: an eval set asked with one prompt; `eval_hash` keys its predictions."""
 
-    def record(self) -> dict:
-        acc = lambda c: round(100.0 * c / self.n, 2) if self.n else 0.0
-        return {"dataset": self.dataset, "split": self.split, "n": self.n, "correct": self.correct,
-                "skipped": self.skipped, "accuracy": acc(self.correct), "accuracy_strict": acc(self.correct_strict),
-                "prompt_variant": self.prompt_variant, "skipped_examples": self.skipped_examples[:5],
-                "wall_s": round(self.wall_s, 2), "mean_output_tokens": round(self.mean_output_tokens, 2)}
+    eval_set: Any  # clsrl_exp.data.EvalSet
+    variant: str
+    prompt: PromptSpec
+    eval_hash: str
+    identity: dict = field(default_factory=dict)
 
-
-def eval_template(method: MethodConfig, split: str, variant: str) -> str:
-    """The method's eval template for this split (official wording differs per setting), or its train template."""
-    if variant == "train":
-        return method.train_template
-    return method.eval_templates.get(split, method.eval_templates["default"])
+    @property
+    def name(self) -> str:
+        return f"{self.eval_set.dataset}/{self.eval_set.split}" + (
+            f" [{self.variant}]" if self.variant != "eval" else "")
 
 
 class PredictionLog:
-    """Append-only JSONL keyed by (dataset, split, prompt_variant, id); a torn last line is dropped on open."""
+    """Append-only JSONL keyed by (eval_hash, id); a torn last line is dropped on open.
+
+    Lines written before evaluations had their own hash (schema 1) are keyed by (dataset, split, variant, id).
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -70,10 +63,13 @@ class PredictionLog:
 
     @staticmethod
     def key(row: dict) -> tuple:
+        if row.get("eval_hash"):
+            return row["eval_hash"], row["id"]
         return row["dataset"], row["split"], row["prompt_variant"], row["id"]
 
-    def done(self, dataset: str, split: str, variant: str) -> dict[str, dict]:
-        return {k[3]: r for k, r in self.rows.items() if k[:3] == (dataset, split, variant)}
+    def done(self, eval_hash: str) -> dict[str, dict]:
+        """Scored rows of one evaluation, by item id."""
+        return {k[1]: r for k, r in self.rows.items() if len(k) == 2 and k[0] == eval_hash}
 
     def append(self, rows: list[dict]) -> None:
         with open(self.path, "a") as fh:
@@ -84,115 +80,6 @@ class PredictionLog:
             self.rows[self.key(r)] = r
 
 
-# ----------------------------------------------------------------------------------------------------- backends
-class _Items:
-    """Map-style dataset: (example, chat text) -> (example, image or None if unreadable)."""
-
-    def __init__(self, items, image_size):
-        self.items, self.image_size = items, image_size
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        from clsrl_exp.data import load_image
-
-        ex, text = self.items[i]
-        try:
-            return ex, text, load_image(ex.image_path, self.image_size)
-        except Exception as e:  # unreadable file: skipped and reported, not scored
-            return ex, text, e
-
-
-class HFGenerator:
-    """Batched HF generate with left padding; CPU-side image decoding + processing overlap the GPU via workers."""
-
-    def __init__(self, model, processor, max_new_tokens: int, greedy: bool = True, num_workers: int = 0,
-                 **generate_kwargs):
-        self.model, self.processor = model, processor
-        self.max_new_tokens, self.greedy, self.num_workers = max_new_tokens, greedy, num_workers
-        self.generate_kwargs = generate_kwargs  # e.g. a logits processor in the benchmark
-        processor.tokenizer.padding_side = "left"  # trap T10
-
-    def _collate(self, chunk):
-        """Worker side: decode, resize and process a small chunk; sequences come back unpadded."""
-        ok = [(ex, t, img) for ex, t, img in chunk if not isinstance(img, Exception)]
-        bad = [(ex, img) for ex, _, img in chunk if isinstance(img, Exception)]
-        if not ok:
-            return [], None, bad
-        out = self.processor(text=[t for _, t, _ in ok], images=[img for _, _, img in ok], padding=True,
-                             padding_side="left", return_tensors="pt")
-        keep = out["attention_mask"].bool()
-        seqs = {k: [row[m] for row, m in zip(out[k], keep, strict=True)] for k in out if k not in (
-            "attention_mask", "pixel_values", "image_grid_thw")}
-        return [ex for ex, _, _ in ok], {"seqs": seqs, "pixel_values": out["pixel_values"],
-                                         "image_grid_thw": out["image_grid_thw"]}, bad
-
-    def _merge(self, parts):
-        """Main side: left-pad the chunks' sequences into one generation batch."""
-        import torch
-
-        pad_id = self.processor.tokenizer.pad_token_id
-        keys = parts[0]["seqs"].keys()
-        rows = {k: [r for p in parts for r in p["seqs"][k]] for k in keys}
-        width = max(len(r) for r in rows["input_ids"])
-        batch = {}
-        for k, seqs in rows.items():
-            fill = pad_id if k == "input_ids" else 0
-            batch[k] = torch.stack([torch.cat([torch.full((width - len(r),), fill, dtype=r.dtype), r]) for r in seqs])
-        batch["attention_mask"] = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long),
-                                                          torch.ones(len(r), dtype=torch.long)])
-                                               for r in rows["input_ids"]])
-        batch["pixel_values"] = torch.cat([p["pixel_values"] for p in parts])
-        batch["image_grid_thw"] = torch.cat([p["image_grid_thw"] for p in parts])
-        return batch
-
-    def batches(self, items, image_size, batch_size):
-        """Yield (examples, inputs, unreadable) per generation batch. Workers prepare chunks of up to 16 items in
-        parallel (one worker per whole batch of 256 would serialise preprocessing) while the GPU generates."""
-        from torch.utils.data import DataLoader
-
-        chunk = max(1, min(16, batch_size)) if self.num_workers else batch_size
-        loader = DataLoader(_Items(items, image_size), batch_size=chunk, shuffle=False,
-                            num_workers=self.num_workers, collate_fn=self._collate,
-                            prefetch_factor=max(2, 2 * batch_size // chunk // max(self.num_workers, 1))
-                            if self.num_workers else None)
-        exs, parts, bad = [], [], []
-        for chunk_exs, inputs, chunk_bad in loader:
-            bad += chunk_bad
-            if inputs is not None:
-                exs += chunk_exs
-                parts.append(inputs)
-            if len(exs) >= batch_size:
-                yield exs, self._merge(parts), bad
-                exs, parts, bad = [], [], []
-        if exs or bad:
-            yield exs, self._merge(parts) if parts else None, bad
-
-    def generate(self, inputs) -> tuple[list[str], list[int]]:
-        import torch
-
-        device = next(self.model.parameters()).device
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None} if self.greedy else {}
-        was_training = self.model.training
-        self.model.eval()
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling, **self.generate_kwargs)
-        if was_training:
-            self.model.train()
-        new = out[:, inputs["input_ids"].shape[1]:].cpu()
-        eos = set(_as_list(self.model.generation_config.eos_token_id)) | {self.processor.tokenizer.pad_token_id}
-        lengths = [next((i + 1 for i, t in enumerate(row.tolist()) if t in eos), len(row)) for row in new]
-        texts = self.processor.batch_decode(new, skip_special_tokens=True)
-        return texts, lengths
-
-
-def _as_list(x):
-    return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-# ----------------------------------------------------------------------------------------------------- evaluate
 def spread(examples, limit: int):
     """`limit` items in a fixed pseudo-random order (by id hash), so a subset covers all classes.
 
@@ -201,59 +88,97 @@ def spread(examples, limit: int):
     ...     [E(id=str(i)) for i in reversed(range(6))], 3)]
     True
     """
-    import hashlib
-
     return sorted(examples, key=lambda e: hashlib.sha1(e.id.encode()).hexdigest())[:limit]
 
 
-def chat_texts(processor, examples, method: MethodConfig, question: str, template: str) -> list[str]:
+def chat_texts(processor, examples, prompt: PromptSpec, question: str) -> list[str]:
     """Prompt strings after the chat template, with ONE image placeholder each (processor/vLLM expand it)."""
-    msgs = [user_messages(prompt_text(template, question, ex.options), system_prompt=method.system_prompt,
-                          image_first=method.image_first) for ex in examples]
-    return [processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in msgs]
+    return [render_chat(processor, prompt, question, ex.options) for ex in examples]
 
 
-def evaluate_set(generator, processor, eval_set, method: MethodConfig, log_: PredictionLog, *, variant: str,
-                 image_size: int, batch_size: int, limit: int | None = None, progress: bool = True) -> EvalResult:
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="item", disable=not enabled or not total, dynamic_ncols=True,
+                mininterval=2.0, leave=False)
+
+
+def evaluate_set(generator, processor, task: EvalTask, log_: PredictionLog, *, image_size: int, batch_size: int,
+                 limit: int | None = None, progress: bool = True, backend: str | None = None) -> EvalEntry:
     """Score one eval set, resuming from `log_`; returns counts over all (previously and newly) scored items."""
-    template = eval_template(method, eval_set.split, variant)
+    eval_set = task.eval_set
     examples = spread(eval_set.examples, limit) if limit else list(eval_set.examples)
-    res = EvalResult(eval_set.dataset, eval_set.split, variant)
-    res.skipped_examples = list(eval_set.missing[:5])
-    res.skipped = len(eval_set.missing) if not limit else 0
-    done = log_.done(eval_set.dataset, eval_set.split, variant)
+    skipped = 0 if limit else len(eval_set.missing)
+    skipped_examples = list(eval_set.missing[:5])
+    done = log_.done(task.eval_hash)
     todo = [ex for ex in examples if ex.id not in done]
-    texts = chat_texts(processor, todo, method, eval_set.question, template) if todo else []
+    texts = chat_texts(processor, todo, task.prompt, eval_set.question) if todo else []
     order = sorted(range(len(todo)), key=lambda i: len(texts[i]))  # similar lengths batch together: less padding
     items = [(todo[i], texts[i]) for i in order]
-    t0, n_new, tokens = time.perf_counter(), 0, []
-    if items:
-        log.info("eval %s/%s: %d items (%d already scored), batch %d", eval_set.dataset, eval_set.split, len(items),
-                 len(done), batch_size)
-    for batch_examples, inputs, bad in generator.batches(items, image_size, batch_size):
-        for ex, err in bad:
-            res.skipped += 1
-            if len(res.skipped_examples) < 5:
-                res.skipped_examples.append(f"{ex.id}: {type(err).__name__}: {err}"[:200])
-        if not batch_examples:
-            continue
-        outputs, lengths = generator.generate(inputs)
-        tokens += lengths
-        log_.append([{"dataset": eval_set.dataset, "split": eval_set.split, "prompt_variant": variant, "id": ex.id,
-                      "label": ex.label, "output": out, "lenient": lenient_match(out, ex.label),
-                      "strict": strict_match(out, ex.label), "output_tokens": n}
-                     for ex, out, n in zip(batch_examples, outputs, lengths, strict=True)])
-        n_new += len(batch_examples)
-        if progress:
-            rate = n_new / max(time.perf_counter() - t0, 1e-9)
-            log.info("  %s/%s %d/%d items, %.1f items/s", eval_set.dataset, eval_set.split, n_new, len(items), rate)
-    res.wall_s = time.perf_counter() - t0
-    scored = log_.done(eval_set.dataset, eval_set.split, variant)
+    if items and progress:
+        log.info("eval %s: %d items (%d already scored), batch %d", task.name, len(items), len(done), batch_size)
+    t0 = time.perf_counter()
+    with _progress(len(items), f"eval {task.name}", progress) as bar:
+        for batch_examples, inputs, bad in generator.batches(items, image_size, batch_size):
+            for ex, err in bad:
+                skipped += 1
+                if len(skipped_examples) < 5:
+                    skipped_examples.append(f"{ex.id}: {type(err).__name__}: {err}"[:200])
+            bar.update(len(bad))
+            if not batch_examples:
+                continue
+            outputs, lengths = generator.generate(inputs)
+            log_.append([{"eval_hash": task.eval_hash, "dataset": eval_set.dataset, "split": eval_set.split,
+                          "prompt_variant": task.variant, "id": ex.id, "label": ex.label, "output": out,
+                          "lenient": lenient_match(out, ex.label), "strict": strict_match(out, ex.label),
+                          "output_tokens": n}
+                         for ex, out, n in zip(batch_examples, outputs, lengths, strict=True)])
+            bar.update(len(batch_examples))
+    wall = time.perf_counter() - t0
     wanted = {ex.id for ex in examples}
-    rows = [r for i, r in scored.items() if i in wanted]
-    res.n = len(rows)
-    res.correct = sum(r["lenient"] for r in rows)
-    res.correct_strict = sum(r["strict"] for r in rows)
+    rows = [r for i, r in log_.done(task.eval_hash).items() if i in wanted]
     lens = [r.get("output_tokens", 0) for r in rows]
-    res.mean_output_tokens = sum(lens) / len(lens) if lens else 0.0
-    return res
+    entry = make_eval(eval_set.dataset, eval_set.split, task.variant, n=len(rows),
+                      correct=sum(r["lenient"] for r in rows), correct_strict=sum(r["strict"] for r in rows),
+                      skipped=skipped, eval_hash=task.eval_hash, backend=backend,
+                      skipped_examples=skipped_examples, wall_s=round(wall, 2),
+                      mean_output_tokens=round(sum(lens) / len(lens), 2) if lens else 0.0, identity=task.identity)
+    if progress:
+        rate = f", {len(items) / wall:.1f} items/s" if items and wall > 0 else ""
+        log.info("eval %s: accuracy %.2f (strict %.2f) on %d items (%d new%s), %d skipped, %.0f s", task.name,
+                 entry.accuracy, entry.accuracy_strict, entry.n, len(items), rate, entry.skipped, wall)
+    return entry
+
+
+def evaluate_tasks(run, backend, model, processor, tasks: list[EvalTask], thash: str, device,
+                   model_path: str | None) -> list[EvalEntry]:
+    """Score every task of a cell with `backend` (a `Generator` class) into `<run_dir>/predictions.jsonl`.
+
+    Zero-shot predictions are shared between cells through a cache keyed by the model (`<paths.cache>/zeroshot/
+    <training hash>/`): k1..k16 zero-shot cells are one model, evaluated once; cells sharing the cache evaluate it
+    one at a time (file lock) and append the rows of their own evaluations to their run directory's log.
+    """
+    from clsrl_exp.fileio import file_lock
+    from clsrl_exp.schema import PREDICTIONS_FILE
+
+    if not tasks:
+        return []
+    run_dir = Path(run.run_dir)
+    pred_path = run_dir / PREDICTIONS_FILE
+    cached = run.train.kind == "none" and run.eval.cache_zeroshot
+    if cached:
+        pred_path = Path(run.paths.cache) / "zeroshot" / thash / PREDICTIONS_FILE
+    generator = backend(run, model=model, processor=processor, model_path=model_path, device=device)
+    try:
+        with file_lock(pred_path.with_suffix(".lock")):
+            preds = PredictionLog(pred_path)
+            entries = [evaluate_set(generator, processor, t, preds, image_size=run.model.image_size,
+                                    batch_size=run.eval.batch_size, limit=run.eval.limit, backend=run.eval.backend)
+                       for t in tasks]
+    finally:
+        generator.close()
+    if cached:
+        own = PredictionLog(run_dir / PREDICTIONS_FILE)
+        wanted = {t.eval_hash for t in tasks}
+        own.append([r for k, r in preds.rows.items() if len(k) == 2 and k[0] in wanted and k not in own.rows])
+    return entries

@@ -1,66 +1,87 @@
-"""Run identity: which part of a resolved config defines a run's results, its hash, and the run directory.
+"""Run identity: which parts of a resolved config define a trained model and each evaluation of it.
 
-A run directory is `<setting>/<dataset>/<method>/<model>/k<shots>-s<seed>-<hash>` under `paths.runs`: readable,
-unique per identity, free of timestamps, so a sweep finds finished cells and every rank of a multi-GPU job agrees on
-it. Hydra resolves `run_dir` (and `hydra.run.dir`) through the `clsrl_run` resolver registered here.
+Two identities, so a checkpoint is trained once however many times it is evaluated:
+
+- the **training identity** (`train_identity`): model, method (minus its evaluation templates), dataset, setting,
+  shots, seed and the training settings (rollout included for GRPO). It names the run directory
+  `<setting>/<dataset>/<method>/<model>/k<shots>-s<seed>-<hash>` under `paths.runs` (readable, no timestamps), so a
+  sweep finds finished cells and every rank of a multi-GPU job agrees on the directory;
+- an **evaluation identity** per (dataset, split, prompt) (`eval_identity`): the training hash + the evaluated
+  dataset's config, the prompt it is asked with and the evaluation settings. A cell is complete when its record
+  holds an entry for every evaluation it asks for; asking for more (free-lunch datasets, another prompt variant)
+  evaluates only those.
+
+Where outputs and data live (`paths`, `data.root`), how runs are logged, and speed-only knobs (`eval.batch_size`)
+are never identity. Pure functions over plain containers; no import from a higher layer.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from clsrl_exp.fileio import spec_hash
+from clsrl_exp.plugins import file_of
 
-# Keys that do not change results: where things are written, how they are logged, and speed-only knobs.
-NON_IDENTITY = ("hydra", "paths", "logger", "data.root", "data.cache_dir", "eval.batch_size", "run_dir", "sweep_name")
+# top-level keys that never change what is trained
+NON_TRAINING = ("hydra", "paths", "logger", "data", "eval", "run_dir", "sweep_name")
+# evaluation settings that change predictions (eval.batch_size, eval.datasets and the curve settings do not)
+EVAL_KEYS = ("backend", "max_new_tokens", "greedy", "limit")
 
 
-def identity(container: dict) -> dict:
-    """The part of a resolved config that defines a run's results (what a sweep compares to skip a cell)."""
-    ident = json.loads(json.dumps(container, default=str))
-    for key in NON_IDENTITY:
-        node, *rest = key.split(".")
-        if not rest:
-            ident.pop(node, None)
-        elif isinstance(ident.get(node), dict):
-            ident[node].pop(rest[0], None)
-    if ident.get("train", {}).get("kind") == "none":  # zero-shot: training settings and shots change nothing
-        ident.pop("train", None)
-        ident.pop("shots", None)
+def _file_sha(path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return None
+
+
+def train_identity(container: dict) -> dict:
+    """The part of a resolved config that defines the trained model (what a sweep compares to skip training).
+
+    Zero-shot (`train.kind: none`) drops shots, training and rollout settings: k1 and k16 zero-shot cells are the
+    same model. A reward loaded from a user file adds that file's content hash, so editing it retrains.
+    """
+    ident = json.loads(json.dumps({k: v for k, v in container.items() if k not in NON_TRAINING}, default=str))
+    method = ident.get("method")
+    if isinstance(method, dict):
+        method.pop("eval_templates", None)
+        files = {r["name"]: _file_sha(f) for r in method.get("rewards") or []
+                 if isinstance(r, dict) and (f := file_of(str(r.get("name", ""))))}
+        if files:
+            ident["reward_files"] = files
+    kind = (ident.get("train") or {}).get("kind")
+    if kind == "none":
+        for key in ("train", "shots", "rollout"):
+            ident.pop(key, None)
+    elif kind == "sft":
+        ident.pop("rollout", None)
     return ident
 
 
-def identity_hash(container: dict) -> str:
-    blob = json.dumps(identity(container), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+def train_hash(container: dict) -> str:
+    return spec_hash(train_identity(container))
 
 
 def run_relpath(container: dict) -> str:
-    """`<setting>/<dataset>/<method>/<model>/k<shots>-s<seed>-<hash>`: readable, unique per identity."""
+    """`<setting>/<dataset>/<method>/<model>/k<shots>-s<seed>-<hash>`: readable, unique per training identity."""
     c = container
-    return (
-        f"{c['setting']['name']}/{c['dataset']['name']}/{c['method']['name']}/{c['model']['name']}/"
-        f"k{c['shots']}-s{c['seed']}-{identity_hash(c)}"
-    )
+    return (f"{c['setting']['name']}/{c['dataset']['name']}/{c['method']['name']}/{c['model']['name']}/"
+            f"k{c['shots']}-s{c['seed']}-{train_hash(c)}")
 
 
-def _resolver_run_relpath(*, _root_: DictConfig) -> str:
-    container = {k: OmegaConf.to_container(_root_[k], resolve=True) if OmegaConf.is_config(_root_[k]) else _root_[k]
-                 for k in _root_ if k not in ("hydra", "run_dir")}
-    return run_relpath(container)
+def eval_identity(train_hash_: str, dataset: dict, split: str, prompt: dict, setting: dict, seed: int,
+                  eval_settings: dict, data: dict) -> dict:
+    """What one evaluation's predictions depend on: the model (its training hash), the evaluated dataset's config
+    (not its location), the split, the exact prompt (template, system turn, image position, any prefill), the
+    option-list protocol (setting, seed, whether validation images count as test) and the generation settings."""
+    ds = {k: v for k, v in copy.deepcopy(dataset).items() if k not in ("epochs",)}
+    return {"model": train_hash_, "dataset": ds, "split": split, "prompt": prompt, "setting": setting,
+            "seed": seed, "generation": {k: eval_settings.get(k) for k in EVAL_KEYS},
+            "include_val_in_test": data.get("include_val_in_test", False)}
 
 
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("clsrl_run"):
-        OmegaConf.register_new_resolver("clsrl_run", _resolver_run_relpath)
-    if not OmegaConf.has_resolver("clsrl_vllm_len"):
-        def vllm_len(image_size, max_pixels, text_tokens, completion):
-            from clsrl_exp.train.rollout import vllm_max_model_length
-
-            return vllm_max_model_length(int(image_size), int(max_pixels), int(text_tokens), int(completion))
-
-        OmegaConf.register_new_resolver("clsrl_vllm_len", vllm_len)
-
-
-register_resolvers()
+def eval_hash(identity: dict[str, Any]) -> str:
+    return spec_hash(identity)

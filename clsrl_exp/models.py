@@ -4,62 +4,27 @@ The tiny model is the real architecture with random weights, a BPE tokenizer tra
 special tokens, Qwen's chat template (TRL ships it) and a processor with small pixel bounds. It is saved under
 `<cache>/models/` keyed by a hash of its spec and loaded from that path like any hub model, so TRL can rebuild the
 reference model from `config._name_or_path` (trap T6). A file lock makes concurrent sweep cells build it once.
+Everything the tokenizer is trained on is in the model config (`model.tiny.corpus`, `model.tiny.text`), so the
+config alone - part of every run's identity - decides the tiny model.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import logging
-import math
 import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 from clsrl_exp.config import ModelConfig, TinyBuild
+from clsrl_exp.fileio import file_lock, spec_hash
+from clsrl_exp.lengths import MERGE, PATCH
 
 log = logging.getLogger(__name__)
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
             "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
             "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
-PATCH, MERGE = 14, 2  # Qwen2-VL / Qwen2.5-VL vision patch and spatial merge
-
-
-def image_tokens(image_size: int, min_pixels: int, max_pixels: int) -> int:
-    """Visual tokens of one image_size x image_size image after Qwen's smart-resize (patch 14, merge 2).
-
-    >>> image_tokens(384, 3136, 401408), image_tokens(56, 3136, 3136)
-    (196, 4)
-    """
-    factor = PATCH * MERGE
-    h = w = max(factor, round(image_size / factor) * factor)
-    if h * w > max_pixels:
-        beta = math.sqrt(image_size * image_size / max_pixels)
-        h = w = max(factor, math.floor(image_size / beta / factor) * factor)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (image_size * image_size))
-        h = w = math.ceil(image_size * beta / factor) * factor
-    return (h // factor) * (w // factor)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def spec_hash(*parts: object) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 # ----------------------------------------------------------------------------------------------------- tiny
@@ -69,7 +34,7 @@ def _chat_template() -> str:
     return qwen2_5_vl_chat_template
 
 
-def build_tokenizer(spec: TinyBuild, corpus: list[str]):
+def build_tokenizer(spec: TinyBuild):
     import json as _json
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -80,7 +45,7 @@ def build_tokenizer(spec: TinyBuild, corpus: list[str]):
     bpe.decoder = decoders.ByteLevel()
     # Class names must be single tokens (one sampled token = one answer): they dominate the merge statistics.
     words = [w for w in spec.corpus] + [" " + w for w in spec.corpus]
-    lines = ["You are a helpful assistant.", "system user assistant", *corpus] * 20 + words * 200
+    lines = ["You are a helpful assistant.", "system user assistant", *spec.text] * 20 + words * 200
     bpe.train_from_iterator(lines, trainers.BpeTrainer(
         vocab_size=spec.vocab_size, special_tokens=SPECIALS, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
@@ -122,13 +87,13 @@ def qwen2vl_parts(tok, model_cfg: ModelConfig, text: dict, vision: dict):
     return proc, cfg, gen
 
 
-def build_tiny(model_cfg: ModelConfig, out_dir: Path, corpus: list[str]) -> Path:
+def build_tiny(model_cfg: ModelConfig, out_dir: Path) -> Path:
     """Build and save a deterministic random Qwen2-VL + tokenizer + processor (learncheck.md recipe)."""
     import torch
     from transformers import Qwen2VLForConditionalGeneration
 
     spec = model_cfg.tiny
-    tok = build_tokenizer(spec, corpus)
+    tok = build_tokenizer(spec)
     half = spec.hidden_size // spec.num_heads // 2  # mrope_section must sum to head_dim / 2
     mrope = [half // 4, 3 * half // 8, half - half // 4 - 3 * half // 8]
     text = dict(vocab_size=len(tok), hidden_size=spec.hidden_size, intermediate_size=2 * spec.hidden_size,
@@ -152,31 +117,15 @@ def build_tiny(model_cfg: ModelConfig, out_dir: Path, corpus: list[str]) -> Path
     return out_dir
 
 
-def tiny_corpus() -> list[str]:
-    """Text the tiny tokenizer is trained on: every method template and dataset question in conf/."""
-    from clsrl_exp.config import CONF_DIR, load_option
-
-    lines = []
-    for group, keys in (("method", ("train_template", "system_prompt", "target_template")), ("dataset", ("question",))):
-        for f in sorted((CONF_DIR / group).glob("*.yaml")):
-            node = load_option(group, f.stem)
-            lines += [str(node[k]) for k in keys if k in node and node[k] is not None and "${" not in str(node[k])]
-            if "eval_templates" in node:
-                lines += [str(v) for v in node["eval_templates"].values() if "${" not in str(v)]
-    lines.append("Please choose one from list [ a, b].")
-    return lines
-
-
 def resolve_model_path(model_cfg: ModelConfig, cache_dir: str) -> str:
     """The path every component loads from: the hub id / local dir, or the cached tiny (and warm-started) build."""
     if model_cfg.path is not None:
         return model_cfg.path
-    spec = asdict(model_cfg.tiny)
-    key = spec_hash(spec, model_cfg.min_pixels, model_cfg.max_pixels, tiny_corpus())
+    key = spec_hash(asdict(model_cfg.tiny), model_cfg.min_pixels, model_cfg.max_pixels)
     out = Path(cache_dir) / "models" / f"{model_cfg.name.removesuffix('-warm')}-{key}"
     with file_lock(out.with_suffix(".lock")):
         if not (out / "config.json").exists():
-            build_tiny(model_cfg, out, tiny_corpus())
+            build_tiny(model_cfg, out)
     return str(out)
 
 

@@ -1,4 +1,5 @@
-"""Prompts exactly as the paper's code builds them (paper.md 1.1-1.5): option lists, problem text, chat messages.
+"""Every prompt, exactly as the paper's code builds it (paper.md 1.1-1.5): option lists, problem text, templates and
+the chat messages of GRPO, SFT and evaluation. Nothing else in the package assembles a prompt.
 
 Templates live in `conf/method/*.yaml` and questions in `conf/dataset/*.yaml`; this module only assembles them.
 Option lists are seeded from (run seed, example id), so every method sees the same list for the same item.
@@ -8,6 +9,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clsrl_exp.config import MethodConfig
 
 
 def option_count(num_classes: int, fraction: float = 0.4, all_below: int = 30, cap: int = 100) -> int:
@@ -65,10 +71,50 @@ def fill(template: str, problem: str) -> str:
     return template.replace("{question}", problem)
 
 
-def user_messages(text: str, *, system_prompt: str | None = None, image_first: bool = True) -> list[dict]:
-    """Structured chat messages with one image placeholder (for the evaluator and SFT).
+def prompt_text(template: str, question: str, options: Sequence[str]) -> str:
+    """The user text: the method template around the problem (question + option list).
 
-    No system turn unless given: Qwen's chat template then inserts its default system turn.
+    >>> prompt_text("{question} Please directly output the answer name.", "What?", ["a", "b"])
+    'What?\\nPlease choose one from list [ a, b]. Please directly output the answer name.'
+    """
+    return fill(template, problem_text(question, options))
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """How one prompt is asked: the template and the chat layout around it (all of it is evaluation identity)."""
+
+    template: str
+    system_prompt: str | None = None
+    image_first: bool = True
+    prefill: str = ""  # text that starts the assistant turn (the model continues after it)
+
+    def text(self, question: str, options: Sequence[str]) -> str:
+        return prompt_text(self.template, question, options)
+
+
+def eval_prompt(method: MethodConfig, split: str, variant: str) -> PromptSpec:
+    """The prompt an evaluation uses: `eval` = the method's eval template for this split (the official eval scripts
+    word it per setting), `train` = its training template; the method's system turn and image position either way.
+    """
+    if variant == "train":
+        template = method.train_template
+    elif variant == "eval":
+        template = method.eval_templates.get(split, method.eval_templates["default"])
+    else:
+        raise ValueError(f"unknown prompt variant {variant!r}")
+    return PromptSpec(template, method.system_prompt, method.image_first)
+
+
+def chat_messages(text: str, *, system_prompt: str | None = None, image_first: bool = True) -> list[dict]:
+    """Structured chat messages with one image placeholder where the method puts it (evaluation and SFT).
+
+    No system turn unless given: Qwen's chat template then inserts its default system turn (as the official code).
+
+    >>> chat_messages("Q?")
+    [{'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': 'Q?'}]}]
+    >>> chat_messages("Q?", system_prompt="S", image_first=False)[1]["content"][0]["type"]
+    'text'
     """
     image, words = {"type": "image"}, {"type": "text", "text": text}
     messages = []
@@ -76,3 +122,34 @@ def user_messages(text: str, *, system_prompt: str | None = None, image_first: b
         messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
     messages.append({"role": "user", "content": [image, words] if image_first else [words, image]})
     return messages
+
+
+def grpo_messages(text: str, method: MethodConfig) -> list[dict]:
+    """GRPO prompt messages. Image-first prompts keep plain string content: TRL inserts the image block before the
+    text itself (trl_notes 1.2); text-first prompts carry an explicit placeholder after the text.
+
+    >>> from types import SimpleNamespace as M
+    >>> grpo_messages("Q?", M(system_prompt=None, image_first=True))
+    [{'role': 'user', 'content': 'Q?'}]
+    """
+    messages: list[dict[str, Any]] = []
+    if method.system_prompt:
+        messages.append({"role": "system", "content": method.system_prompt})
+    if method.image_first:
+        messages.append({"role": "user", "content": text})
+    else:
+        messages.append({"role": "user", "content": [{"type": "text", "text": text}, {"type": "image"}]})
+    return messages
+
+
+def sft_messages(text: str, method: MethodConfig) -> list[dict]:
+    """SFT prompt messages: the method's system turn and image position, an explicit image placeholder."""
+    return chat_messages(text, system_prompt=method.system_prompt, image_first=method.image_first)
+
+
+def render_chat(processor: Any, spec: PromptSpec, question: str, options: Sequence[str]) -> str:
+    """The prompt string after the chat template (one image placeholder, expanded later by the processor or vLLM),
+    ending with the assistant turn's opening and the spec's prefill."""
+    messages = chat_messages(spec.text(question, options), system_prompt=spec.system_prompt,
+                             image_first=spec.image_first)
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + spec.prefill

@@ -1,15 +1,29 @@
-"""Rule-based rewards (TRL signature) and evaluation scoring for CLS-RL / No-Thinking-RL.
+"""Rule-based rewards (TRL signature), their registry, and evaluation scoring for CLS-RL / No-Thinking-RL.
 
 Pure module: only the standard library. Every reward has the TRL signature
-``f(completions, label, **kwargs) -> list[float]`` and returns exactly 0.0 or 1.0 per completion;
-TRL logs each one as ``rewards/<__name__>/mean``, so the function names are part of the interface.
+``f(completions, label, **kwargs) -> list[float]`` (extra dataset columns and TRL's own keywords arrive in
+``kwargs``); TRL logs each one as ``rewards/<__name__>/mean``, so the function names are part of the interface.
+
+How to add a reward: write the function (with a doctest) here and add it to `REWARDS`, or, without touching the
+package, name it in a method's reward list by import path:
+
+    rewards:
+      - {name: accuracy}                                       # a key of REWARDS
+      - {name: my_rewards.py:brevity, weight: 0.5, kwargs: {max_chars: 40}}   # file.py:function (or module:function)
+
+`kwargs` are bound to the function (`functools.partial`, so TRL still logs it under the function's name); a
+function decorated with `@reward_factory` is called with them instead and must return the reward function (as TRL's
+`get_soft_overlong_punishment`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from clsrl_exp.plugins import is_import_path, load_object
 
 _THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 _ANSWER_ONLY = re.compile(r"<answer>.*?</answer>", re.DOTALL)
@@ -113,6 +127,12 @@ def adaptive_format_reward(completions: Sequence[Any], label: Sequence[str], **k
     return [1.0 if _ANSWER_ONLY.fullmatch(t) or _THINK_ANSWER.fullmatch(t) else 0.0 for t in _texts(completions, label)]
 
 
+def reward_factory(fn: Callable[..., Callable]) -> Callable[..., Callable]:
+    """Mark `fn` as a factory: a method's `kwargs` are passed to it and it returns the reward function."""
+    fn.is_reward_factory = True
+    return fn
+
+
 REWARDS: dict[str, Callable[..., list[float]]] = {
     "format": format_reward,
     "accuracy": accuracy_reward,
@@ -121,20 +141,34 @@ REWARDS: dict[str, Callable[..., list[float]]] = {
 }
 
 
-def get_reward(name: str) -> Callable[..., list[float]]:
-    """The reward function registered under `name`.
+def get_reward(name: str, kwargs: Mapping[str, Any] | None = None) -> Callable[..., list[float]]:
+    """The reward function for a registry key or an import path, with `kwargs` bound (or passed to a factory).
 
     >>> get_reward("accuracy").__name__
     'accuracy_reward'
-    >>> get_reward("nope")
+    >>> f = get_reward("clsrl_exp.rewards:equality_reward", {}); f(["cat"], ["cat"])
+    [1.0]
+    >>> get_reward("nope")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    KeyError: "unknown reward 'nope'; known: ['format', 'accuracy', 'equality', 'adaptive_format']"
+    KeyError: "unknown reward 'nope'; known: ['format', 'accuracy', ...] or an import path (module:function, ...)"
     """
-    try:
-        return REWARDS[name]
-    except KeyError:
-        raise KeyError(f"unknown reward {name!r}; known: {list(REWARDS)}") from None
+    if is_import_path(name):
+        fn = load_object(name)
+    else:
+        try:
+            fn = REWARDS[name]
+        except KeyError:
+            raise KeyError(f"unknown reward {name!r}; known: {list(REWARDS)} or an import path "
+                           "(module:function, file.py:function)") from None
+    if not callable(fn):
+        raise TypeError(f"reward {name!r} is not callable (got {type(fn).__name__})")
+    if getattr(fn, "is_reward_factory", False):
+        fn = fn(**dict(kwargs or {}))
+        if not callable(fn):
+            raise TypeError(f"reward factory {name!r} returned {type(fn).__name__}, not a function")
+        return fn
+    return functools.partial(fn, **kwargs) if kwargs else fn
 
 
 def extract_answer(output: str) -> str:

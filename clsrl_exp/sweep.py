@@ -126,6 +126,9 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
     composed and resolved (~0.2 s each) to find its run directory and status; a cell that does not compose is
     listed with status `error` and the message, so a grid is checked before it is launched. `sample=True` composes
     only a few cells that together use every swept value (status `unchecked` for the others).
+
+    Status: `complete` (nothing to do), `evaluate` (trained; N evaluations missing), `pending`, or the record's
+    `running` / `failed` / `interrupted`.
     """
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -133,8 +136,8 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from clsrl_exp.config import CONF_DIR
-    from clsrl_exp.results import read_record
+    from clsrl_exp.cells import cell_state
+    from clsrl_exp.config import CONF_DIR, to_run_config
 
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
@@ -152,8 +155,11 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
                 continue
             try:
                 container = OmegaConf.to_container(compose("config", overrides=list(job)), resolve=True)
-                cell["run_dir"] = str(container["run_dir"])  # what run_cell writes to (paths.runs/<identity>)
-                cell["status"] = (read_record(Path(cell["run_dir"])) or {}).get("status", "pending")
+                container.pop("hydra", None)
+                run = to_run_config(container)
+                cell["run_dir"] = run.run_dir  # what run_cell writes to (paths.runs/<training identity>)
+                state, _, missing = cell_state(run, container)
+                cell["status"], cell["missing_evals"] = state, len(missing)
             except Exception as e:  # noqa: BLE001 - list every broken cell, not just the first
                 cell.update(status="error", error=f"{type(e).__name__}: {e}".splitlines()[0])
             cells.append(cell)
@@ -169,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     sample = "--sample" in args
     cells = list_cells([a for a in args if a != "--sample"], sample=sample)
     for i, c in enumerate(cells):
-        print(f"#{i:<3} {c['status']:<9} {' '.join(o for o in c['overrides'] if not o.startswith('+sweep='))}")
+        status = c["status"] + (f" ({c['missing_evals']} evals)" if c["status"] == "evaluate" else "")
+        print(f"#{i:<3} {status:<9} {' '.join(o for o in c['overrides'] if not o.startswith('+sweep='))}")
         if c["status"] != "unchecked":
             print(f"      {c['error'] if c['status'] == 'error' else c['run_dir']}")
     counts = {s: sum(c["status"] == s for c in cells) for s in dict.fromkeys(c["status"] for c in cells)}

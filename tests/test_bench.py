@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tests.conftest import cli
+from helpers import cli
 
 
 @pytest.mark.slow

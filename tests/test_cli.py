@@ -13,11 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
-try:
-    from tests.conftest import CONF, TINY, cli, run_config
-except ImportError:  # tests/ itself on sys.path
-    from conftest import CONF, TINY, cli, run_config
+from helpers import CONF, TINY, cli, run_config
 
 METHODS = ["zeroshot", "sft", "clsrl", "nothink", "adaptive"]
 FAST = ["shots=4", "debug=fast"]
@@ -134,7 +130,7 @@ def test_bad_input_stops_at_start_with_one_message(overrides, code, messages, sh
     if "rollout=vllm-colocate" in overrides:
         import torch
 
-        from clsrl_exp.train.rollout import vllm_available
+        from clsrl_exp.generation.vllm import vllm_available
 
         if torch.cuda.is_available() and vllm_available():
             pytest.skip("this machine can run vllm-colocate")

@@ -10,14 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import CONF, REPO, compose, run_config
 
-try:
-    from tests.conftest import CONF, REPO, compose, run_config
-except ImportError:  # tests/ itself on sys.path
-    from conftest import CONF, REPO, compose, run_config
-
-from clsrl_exp.config import derive_batch, identity_hash
+from clsrl_exp.cells import requested_evals
+from clsrl_exp.config import derive_batch
 from clsrl_exp.errors import ConfigError
+from clsrl_exp.identity import train_hash
 
 GROUPS = ["model", "dataset", "method", "train", "setting", "rollout", "logger", "debug"]
 # Options that only validate together with a matching other group (a train kind needs a method that uses it).
@@ -205,7 +203,7 @@ BASE = ["model=tiny-qwen2vl", "dataset=synthetic-colors", "method=nothink", "sho
 
 def _dir(overrides: list[str], root: Path) -> tuple[str, str]:
     run, container = cached_run_config(overrides, root)
-    return run.run_dir, identity_hash(container)
+    return run.run_dir, train_hash(container)
 
 
 def test_same_overrides_same_run_dir(root):
@@ -216,7 +214,7 @@ def test_same_overrides_same_run_dir(root):
 
 
 @pytest.mark.parametrize("change", ["train.learning_rate=2e-6", "seed=2", "shots=8", "dataset=synthetic-shapes",
-                                    "method=clsrl", "eval.max_new_tokens=8"])
+                                    "method=clsrl", "train.max_completion_length=8", "setting=base2new"])
 def test_result_relevant_changes_change_the_identity(change, root):
     d0, h0 = _dir(BASE, root)
     d1, h1 = _dir([*BASE, change], root)
@@ -230,6 +228,25 @@ def test_non_identity_changes_keep_the_identity(change, root):
     assert h1 == h0
     if not change.startswith("paths."):
         assert d1 == d0
+
+
+@pytest.mark.parametrize("change", ["eval.max_new_tokens=8", "eval.prompt=train", "eval.limit=5",
+                                    "eval.datasets=[synthetic-colors,synthetic-shapes]",
+                                    "data.include_val_in_test=true", "method.eval_templates.default='{question} A.'"])
+def test_evaluation_changes_keep_the_trained_model_and_change_the_evaluations(change, root):
+    """A checkpoint is keyed by what changes training only; how it is evaluated keys each evaluation instead."""
+    d0, h0 = _dir(BASE, root)
+    d1, h1 = _dir([*BASE, change], root)
+    assert (d1, h1) == (d0, h0)
+    run0, _ = cached_run_config(BASE, root)
+    run1, _ = cached_run_config([*BASE, change], root)
+    own0 = {(e.dataset.name, e.split): e.eval_hash for e in requested_evals(run0, h0)}
+    own1 = {(e.dataset.name, e.split): e.eval_hash for e in requested_evals(run1, h1)}
+    if change.startswith("eval.datasets"):
+        assert own1[("synthetic-colors", "test")] == own0[("synthetic-colors", "test")]  # the same evaluation
+        assert len(own1) == 2
+    else:
+        assert own1[("synthetic-colors", "test")] != own0[("synthetic-colors", "test")]
 
 
 def test_output_root_moves_the_dir_but_keeps_the_hash(tmp_path, root):

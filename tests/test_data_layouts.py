@@ -6,36 +6,22 @@ import json
 from pathlib import Path
 
 import pytest
+from data_fixtures import (
+    CARS_CLASSES,
+    DTD_CLASSES,
+    FGVC_VARIANTS,
+    make_dtd,
+    make_eurosat_raw,
+    make_fgvc,
+    make_imagenet,
+    make_stanford_cars,
+    tiny_image,
+)
 from PIL import Image
 
 from clsrl_exp.config import CONF_DIR, dataset_config
-from clsrl_exp.data import LAYOUTS, display_name, ensure_dataset, load_image, load_splits
+from clsrl_exp.data import FORMATS, display_name, ensure_dataset, load_image, load_splits
 from clsrl_exp.errors import ConfigError, DataError
-
-try:
-    from tests.data_fixtures import (
-        CARS_CLASSES,
-        DTD_CLASSES,
-        FGVC_VARIANTS,
-        make_dtd,
-        make_eurosat_raw,
-        make_fgvc,
-        make_imagenet,
-        make_stanford_cars,
-        tiny_image,
-    )
-except ImportError:  # tests/ itself on sys.path (pytest's rootdir-less import mode)
-    from data_fixtures import (
-        CARS_CLASSES,
-        DTD_CLASSES,
-        FGVC_VARIANTS,
-        make_dtd,
-        make_eurosat_raw,
-        make_fgvc,
-        make_imagenet,
-        make_stanford_cars,
-        tiny_image,
-    )
 
 
 # ----------------------------------------------------------------------------------------------------- configs
@@ -44,7 +30,7 @@ def test_all_dataset_configs_load_with_paper_epochs_and_questions():
     assert len(names) == 14
     for name in names:
         ds = dataset_config(name)
-        assert ds.name == name and ds.layout in LAYOUTS
+        assert ds.name == name and ds.layout in FORMATS
         assert (CONF_DIR / "dataset" / f"{name}.yaml").read_text().startswith("#")
     assert {n: dataset_config(n).epochs for n in ("imagenet", "sun397", "eurosat", "dtd")} == {
         "imagenet": 10, "sun397": 25, "eurosat": 100, "dtd": 50}

@@ -9,16 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from data_fixtures import DTD_CLASSES, make_dtd, make_fgvc, make_imagenet, make_run
 
 from clsrl_exp.config import dataset_config
 from clsrl_exp.data import class_halves, eval_sets, load_splits, train_examples
 from clsrl_exp.errors import DataError
 from clsrl_exp.prompts import option_count
-
-try:
-    from tests.data_fixtures import DTD_CLASSES, make_dtd, make_fgvc, make_imagenet, make_run
-except ImportError:  # tests/ itself on sys.path
-    from data_fixtures import DTD_CLASSES, make_dtd, make_fgvc, make_imagenet, make_run
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,17 +16,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import REPO, TINY, cli, run_config
 
-try:
-    from tests.conftest import REPO, TINY, cli, run_config
-except ImportError:  # tests/ itself on sys.path
-    from conftest import REPO, TINY, cli, run_config
-
-from clsrl_exp.evaluate import PredictionLog, eval_template, evaluate_set
+from clsrl_exp.evaluate import EvalTask, PredictionLog, evaluate_set
+from clsrl_exp.generation.hf import HFGenerator
+from clsrl_exp.prompts import eval_prompt
 
 DATASETS = ["synthetic-colors", "synthetic-shapes"]
 
 
+def task(eval_set, method, variant="eval") -> EvalTask:
+    """An evaluation task over `eval_set` with the method's prompt for `variant` (a hash per variant)."""
+    return EvalTask(eval_set, variant, eval_prompt(method, eval_set.split, variant), eval_hash=f"h-{variant}")
+
+
+def gen(model, processor, max_new_tokens):
+    return HFGenerator(model=model, processor=processor, max_new_tokens=max_new_tokens, greedy=True, num_workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +48,9 @@ def tiny(session_root, tiny_path):
 
 # ------------------------------------------------------------------------------------------------- prediction log
 def _row(i: int, variant: str = "eval", split: str = "test") -> dict:
-    return {"dataset": "d", "split": split, "prompt_variant": variant, "id": f"img/{i}.png", "label": "red",
-            "output": "red", "lenient": True, "strict": False, "output_tokens": 1}
+    return {"eval_hash": f"h-{split}-{variant}", "dataset": "d", "split": split, "prompt_variant": variant,
+            "id": f"img/{i}.png", "label": "red", "output": "red", "lenient": True, "strict": False,
+            "output_tokens": 1}
 
 
 def test_prediction_log_is_append_only_and_drops_a_torn_line(tmp_path):
@@ -60,13 +66,13 @@ def test_prediction_log_is_append_only_and_drops_a_torn_line(tmp_path):
         fh.write(b'{"dataset": "d", "split": "test", "prompt_va')
     again = PredictionLog(path)
     assert path.read_bytes() == first  # the torn line is cut off the file, the rest kept byte for byte
-    assert set(again.done("d", "test", "eval")) == {"img/0.png", "img/1.png", "img/2.png"}
-    assert set(again.done("d", "test", "train")) == {"img/0.png"}
-    assert again.done("d", "base", "eval") == {}
+    assert set(again.done("h-test-eval")) == {"img/0.png", "img/1.png", "img/2.png"}
+    assert set(again.done("h-test-train")) == {"img/0.png"}
+    assert again.done("h-base-eval") == {}
 
     again.append([_row(3)])
     assert path.read_bytes().startswith(first)  # appends never rewrite what is there
-    assert len(PredictionLog(path).done("d", "test", "eval")) == 4
+    assert len(PredictionLog(path).done("h-test-eval")) == 4
 
 
 def test_prediction_log_reads_a_complete_file_unchanged(tmp_path):
@@ -121,7 +127,7 @@ def test_killed_evaluation_resumes_complete_without_duplicates(shared, tmp_path)
     final = preds.read_bytes()
     assert final.startswith(prefix)  # lines from before the kill unchanged, byte for byte
     rows = [json.loads(x) for x in final.decode().splitlines()]  # every line parses: the torn one is gone
-    keys = [(x["dataset"], x["split"], x["prompt_variant"], x["id"]) for x in rows]
+    keys = [(x["eval_hash"], x["dataset"], x["split"], x["prompt_variant"], x["id"]) for x in rows]
     assert len(rows) == 48 and len(set(keys)) == 48
     assert len({x["id"] for x in rows}) == 48
     rec = json.loads((run_dir / "result.json").read_text())
@@ -135,7 +141,6 @@ def test_killed_evaluation_resumes_complete_without_duplicates(shared, tmp_path)
 # ------------------------------------------------------------------------------------------------- bad images
 def test_unreadable_and_missing_images_are_skipped_and_named(tiny, tmp_path):
     from clsrl_exp.data import EvalSet, eval_sets
-    from clsrl_exp.evaluate import HFGenerator
 
     run, model, processor = tiny
     (test,) = eval_sets(run, run.dataset)
@@ -152,47 +157,50 @@ def test_unreadable_and_missing_images_are_skipped_and_named(tiny, tmp_path):
         examples.append(type(ex)(ex.id, str(dst), ex.label, ex.options, ex.split))
     eval_set = EvalSet(test.dataset, test.split, test.question, examples)
     log = PredictionLog(tmp_path / "predictions.jsonl")
-    gen = HFGenerator(model, processor, max_new_tokens=2)
-    res = evaluate_set(gen, processor, eval_set, run.method, log, variant="eval", image_size=run.model.image_size,
-                       batch_size=4, progress=False)
-    rec = res.record()
-    assert rec["skipped"] == 2 and rec["n"] == 4
-    named = " ".join(rec["skipped_examples"])
+    res = evaluate_set(gen(model, processor, 2), processor, task(eval_set, run.method), log,
+                       image_size=run.model.image_size, batch_size=4, progress=False)
+    assert res.skipped == 2 and res.n == 4
+    named = " ".join(res.skipped_examples)
     assert corrupt.id in named and missing.id in named
-    scored = set(log.done(test.dataset, test.split, "eval"))
+    scored = set(log.done("h-eval"))
     assert scored == {ex.id for ex in picked} - {corrupt.id, missing.id}
 
 
 def test_files_missing_from_the_split_are_counted(tiny, tmp_path):
     """Images listed in the split but absent on disk (EvalSet.missing) are counted as skipped and named too."""
     from clsrl_exp.data import EvalSet, eval_sets
-    from clsrl_exp.evaluate import HFGenerator
 
     run, model, processor = tiny
     (test,) = eval_sets(run, run.dataset)
     eval_set = EvalSet(test.dataset, test.split, test.question, test.examples[:3], missing=["gone/a.png"])
-    res = evaluate_set(HFGenerator(model, processor, max_new_tokens=2), processor, eval_set, run.method,
-                       PredictionLog(tmp_path / "p.jsonl"), variant="eval", image_size=run.model.image_size,
-                       batch_size=8, progress=False)
+    res = evaluate_set(gen(model, processor, 2), processor, task(eval_set, run.method),
+                       PredictionLog(tmp_path / "p.jsonl"), image_size=run.model.image_size, batch_size=8,
+                       progress=False)
     assert (res.n, res.skipped) == (3, 1) and "gone/a.png" in res.skipped_examples[0]
 
 
 # ------------------------------------------------------------------------------------------------- prompt variant
 def test_eval_prompt_train_uses_the_training_template(tiny, shared, tmp_path):
-    from clsrl_exp.config import identity_hash
+    from clsrl_exp.cells import requested_evals
     from clsrl_exp.data import eval_sets
-    from clsrl_exp.run import evaluate
-    from clsrl_exp.train.grpo import Device
+    from clsrl_exp.identity import train_hash
+    from clsrl_exp.runtime import Device
 
     _, model, processor = tiny
     run, container = run_config([*TINY, "method=nothink", "eval.prompt=train", "eval.limit=4",
                                  "eval.max_new_tokens=2", *shared], tmp_path)
     assert run.eval.prompt == "train"
     m = run.method
-    assert eval_template(m, "test", "train") == m.train_template == "{question}\n Please directly output the answer."
-    assert eval_template(m, "test", "eval") == m.eval_templates["default"] != m.train_template
-    results = evaluate(run, model, processor, eval_sets(run, run.dataset), identity_hash(container), Device(cuda=False),
-                       "unused")
+    assert eval_prompt(m, "test", "train").template == m.train_template == (
+        "{question}\n Please directly output the answer.")
+    assert eval_prompt(m, "test", "eval").template == m.eval_templates["default"] != m.train_template
+    (spec,) = requested_evals(run, train_hash(container))
+    (es,) = eval_sets(run, run.dataset)
+    tasks = [EvalTask(es, spec.variant, spec.prompt, spec.eval_hash)]
+    from clsrl_exp.evaluate import evaluate_tasks
+
+    results = evaluate_tasks(run, HFGenerator, model, processor, tasks, train_hash(container), Device(cuda=False),
+                             "unused")
     assert [r.prompt_variant for r in results] == ["train"] and results[0].n == 4
     rows = [json.loads(x) for x in (Path(run.run_dir) / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {r["prompt_variant"] for r in rows} == {"train"}
@@ -201,7 +209,6 @@ def test_eval_prompt_train_uses_the_training_template(tiny, shared, tmp_path):
 def test_eval_prompt_train_feeds_the_training_text_to_the_model(tiny, tmp_path):
     """The text the generator receives with variant=train is the method's training prompt."""
     from clsrl_exp.data import eval_sets
-    from clsrl_exp.evaluate import HFGenerator
 
     run, model, processor = tiny
     (test,) = eval_sets(run, run.dataset)
@@ -215,9 +222,9 @@ def test_eval_prompt_train_feeds_the_training_text_to_the_model(tiny, tmp_path):
     for variant, suffix in (("train", "].\n Please directly output the answer.<|im_end|>"),
                             ("eval", "]. Please directly output the answer name.<|im_end|>")):
         seen.clear()
-        evaluate_set(Spy(model, processor, max_new_tokens=1), processor, test, run.method,
-                     PredictionLog(tmp_path / f"{variant}.jsonl"), variant=variant, image_size=run.model.image_size,
-                     batch_size=8, limit=2, progress=False)
+        evaluate_set(Spy(model=model, processor=processor, max_new_tokens=1, greedy=True, num_workers=0), processor,
+                     task(test, run.method, variant), PredictionLog(tmp_path / f"{variant}.jsonl"),
+                     image_size=run.model.image_size, batch_size=8, limit=2, progress=False)
         assert len(seen) == 2 and all(suffix in t for t in seen), seen
 
 
@@ -225,24 +232,42 @@ def test_eval_prompt_train_feeds_the_training_text_to_the_model(tiny, tmp_path):
 FL_COMMON = [*TINY, "shots=4", "debug=fast"]
 
 
-@pytest.mark.slow
-def test_free_lunch_transfer_table_and_heatmap(shared, tmp_path):
-    """Two multiruns (one Python process each, run side by side) give the four cells: No-Thinking trained on each
-    dataset and tested on both, and the zero-shot reference on each dataset."""
+BOTH = "eval.datasets=[synthetic-colors,synthetic-shapes]"
+FL_SWEEPS = [["method=nothink", f"dataset={','.join(DATASETS)}", BOTH, "sweep_name=fl-nothink"],
+             ["method=zeroshot", f"dataset={','.join(DATASETS)}", "sweep_name=fl-zeroshot"]]
+
+
+def _free_lunch(root, shared):
+    """The free-lunch grid as two multiruns (one Python process each, run side by side): No-Thinking trained on
+    each dataset and tested on both, and the zero-shot reference on each dataset. Returns the CLI results."""
+    common = [x for x in FL_COMMON if not x.startswith("dataset=")]
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda s: cli(["-m", *common, *s, *shared], root), FL_SWEEPS))
+
+
+def _report(root):
     import pandas as pd
 
-    root = tmp_path / "out"
-    both = "eval.datasets=[synthetic-colors,synthetic-shapes]"
-    common = [x for x in FL_COMMON if not x.startswith("dataset=")]
-    sweeps = [["method=nothink", f"dataset={','.join(DATASETS)}", both, "sweep_name=fl-nothink"],
-              ["method=zeroshot", f"dataset={','.join(DATASETS)}", "sweep_name=fl-zeroshot"]]
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda s: cli(["-m", *common, *s, *shared], root), sweeps))
+    out = root / "report"
+    r = cli([str(root), "--out", str(out)], None, module="clsrl_exp.report")
+    assert r.returncode == 0, r.tail
+    return out, pd.read_csv(out / "transfer_nothink.csv", index_col=0)
+
+
+@pytest.fixture(scope="module")
+def free_lunch_alone(shared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fl") / "out"
+    return root, _free_lunch(root, shared)
+
+
+@pytest.mark.slow
+def test_free_lunch_transfer_table_and_heatmap(free_lunch_alone, shared):
+    root, results = free_lunch_alone
     for r in results:
         assert r.returncode == 0, r.tail
         assert "2 cells: 2 done, 0 skipped, 0 failed" in r.stdout, r.tail
 
-    cells = [[f"dataset={d}", "method=nothink", both] for d in DATASETS] + [[f"dataset={d}", "method=zeroshot"]
+    cells = [[f"dataset={d}", "method=nothink", BOTH] for d in DATASETS] + [[f"dataset={d}", "method=zeroshot"]
                                                                           for d in DATASETS]
     acc = {}  # (method, trained on, evaluated on) -> accuracy, read from the records by hand
     for cell in cells:
@@ -254,10 +279,7 @@ def test_free_lunch_transfer_table_and_heatmap(shared, tmp_path):
             acc[(rec["run"]["method"], rec["run"]["dataset"], ev["dataset"])] = float(ev["accuracy"])
     assert len(acc) == 2 * 2 + 2  # 2 trained rows x 2 columns + 2 zero-shot references
 
-    out = root / "report"
-    r = cli([str(root), "--out", str(out)], None, module="clsrl_exp.report")
-    assert r.returncode == 0, r.tail
-    table = pd.read_csv(out / "transfer_nothink.csv", index_col=0)
+    out, table = _report(root)
     assert sorted(table.index) == DATASETS
     assert sorted(table.columns) == sorted([*DATASETS, "AVG"])
     for train_ds in DATASETS:
@@ -267,3 +289,37 @@ def test_free_lunch_transfer_table_and_heatmap(shared, tmp_path):
         assert table.loc[train_ds, "AVG"] == pytest.approx(sum(expected.values()) / 2, abs=1e-6)
     png = (out / "transfer_nothink.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+
+@pytest.mark.slow
+def test_free_lunch_after_the_fewshot_grid_reuses_every_checkpoint(free_lunch_alone, shared, tmp_path):
+    """The paper-style grid (zero-shot + No-Thinking, own dataset) and then the free-lunch grid: each (method,
+    dataset) is trained once, the second grid only evaluates the missing test sets, and the transfer table equals
+    the one of the free-lunch grid run on its own."""
+    root = tmp_path / "out"
+    common = [x for x in FL_COMMON if not x.startswith("dataset=")]
+    first = cli(["-m", *common, "method=zeroshot,nothink", f"dataset={','.join(DATASETS)}", "sweep_name=grid",
+                 *shared], root)
+    assert first.returncode == 0 and "4 cells: 4 done, 0 skipped, 0 failed" in first.stdout, first.tail
+    trained = {}
+    for d in DATASETS:
+        run, _ = run_config([*FL_COMMON, f"dataset={d}", "method=nothink", BOTH, *shared], root)
+        rec = json.loads((Path(run.run_dir) / "result.json").read_text())
+        assert [e["dataset"] for e in rec["evals"]] == [d]  # the grid evaluated its own dataset only
+        trained[d] = (Path(run.run_dir) / "train.json", (Path(run.run_dir) / "train.json").stat().st_mtime_ns,
+                      rec["train"])
+
+    second = _free_lunch(root, shared)
+    for r in second:
+        assert r.returncode == 0, r.tail
+    nothink = second[0].stdout + second[0].stderr
+    assert nothink.count("training already finished") == 2, second[0].tail  # no cell trained again
+    assert "2 cells: 0 done, 2 skipped, 0 failed" in second[1].stdout, second[1].tail  # zero-shot: all there
+    for d, (train_json, mtime, summary) in trained.items():
+        run, _ = run_config([*FL_COMMON, f"dataset={d}", "method=nothink", BOTH, *shared], root)
+        rec = json.loads((Path(run.run_dir) / "result.json").read_text())
+        assert train_json.stat().st_mtime_ns == mtime and rec["train"] == summary
+        assert sorted(e["dataset"] for e in rec["evals"]) == DATASETS
+    _, table = _report(root)
+    _, alone = _report(free_lunch_alone[0])
+    assert table.equals(alone), (table, alone)

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import cli
+from helpers import cli
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
 

@@ -12,8 +12,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from tests.conftest import cli
+from helpers import cli
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 example, against strings written out below from paper.md 1.1-1.5 (official grpo.py, grpo_direct.py, sft.py and the
 eval scripts); plus the option-list rule (sizes, reproducibility, formatting).
 
-The training prompts go through the same steps as in training: `prompt_text` + `chat_prompt` (GRPO) or `sft_rows`
+The training prompts go through the same steps as in training: `prompt_text` + `grpo_messages` (GRPO) or `sft_rows`
 (SFT), then TRL's own image insertion (`prepare_multimodal_messages`) and the processor's chat template (Qwen's, as
 shipped with the tiny model). Evaluation prompts come from `clsrl_exp.evaluate.chat_texts`.
 """
@@ -15,17 +15,13 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO, TINY, run_config
 from PIL import Image
 
-try:
-    from tests.conftest import REPO, TINY, run_config
-except ImportError:  # tests/ itself on sys.path
-    from conftest import REPO, TINY, run_config
-
 from clsrl_exp.data import Example, class_halves
-from clsrl_exp.evaluate import chat_texts, eval_template
-from clsrl_exp.prompts import option_count, option_list, problem_text
-from clsrl_exp.train.rows import chat_prompt, prompt_text, sft_rows
+from clsrl_exp.evaluate import chat_texts
+from clsrl_exp.prompts import eval_prompt, grpo_messages, option_count, option_list, problem_text, prompt_text
+from clsrl_exp.train.rows import sft_rows
 
 QUESTION = "What type of texture is in the photo?"
 OPTIONS = ["banded", "zigzagged", "marbled"]
@@ -144,7 +140,7 @@ def test_grpo_training_prompt_after_chat_template(method, methods, processor):
     from trl.data_utils import prepare_multimodal_messages
 
     m = methods[method]
-    messages = chat_prompt(prompt_text(m.train_template, QUESTION, OPTIONS), m)
+    messages = grpo_messages(prompt_text(m.train_template, QUESTION, OPTIONS), m)
     rendered = processor.apply_chat_template(prepare_multimodal_messages(messages, images=[_image()]),
                                              tokenize=False, add_generation_prompt=True)
     assert rendered == TRAIN[method]
@@ -187,15 +183,14 @@ def test_sft_training_prompt_and_target(methods, processor):
 @pytest.mark.parametrize(("method", "split"), sorted(EVAL))
 def test_eval_prompt_after_chat_template(method, split, methods, processor):
     m = methods[method]
-    template = eval_template(m, split, "eval")
-    (text,) = chat_texts(processor, [_example(split)], m, QUESTION, template)
+    (text,) = chat_texts(processor, [_example(split)], eval_prompt(m, split, "eval"), QUESTION)
     assert text == EVAL[(method, split)]
 
 
 def test_zeroshot_train_variant_is_the_direct_training_prompt(methods, processor):
     """eval.prompt=train: zero-shot with the No-Thinking training wording (the warm-started demo uses it)."""
     m = methods["zeroshot"]
-    (text,) = chat_texts(processor, [_example()], m, QUESTION, eval_template(m, "test", "train"))
+    (text,) = chat_texts(processor, [_example()], eval_prompt(m, "test", "train"), QUESTION)
     assert text == TRAIN["nothink"]
 
 

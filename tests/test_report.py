@@ -84,7 +84,7 @@ def runs(tmp_path_factory) -> Path:
     (root / "bad/corrupt").mkdir(parents=True)
     (root / "bad/corrupt/result.json").write_text("{not json")
     p = _write(root, "bad/schema", "nothink", "dtd", 8, [("dtd", "test", 1.0, 1.0)])
-    p.write_text(json.dumps({**json.loads(p.read_text()), "schema": 2}))
+    p.write_text(json.dumps({**json.loads(p.read_text()), "schema": 99}))  # a version this code cannot read
     p = _write(root, "bad/noseed", "nothink", "dtd", 7, [("dtd", "test", 1.0, 1.0)])
     data = json.loads(p.read_text())
     del data["run"]["seed"]

@@ -14,13 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-try:
-    from tests.conftest import cli as _cli
-    from tests.conftest import compose, run_config
-except ImportError:  # tests/ itself on sys.path
-    from conftest import cli as _cli
-    from conftest import compose, run_config
+from helpers import cli as _cli
+from helpers import compose, run_config
 
 from clsrl_exp.sweep import LEDGER, SUMMARY, list_cells
 
@@ -132,7 +127,8 @@ def test_dry_listing_shows_the_44_paper_fewshot_cells_without_running_them(tmp_p
     r = cli(["+sweep=paper-fewshot", "--cfg", "hydra"], tmp_path, timeout=120)
     assert r.returncode == 0, r.tail
     assert "mode: MULTIRUN" in r.stdout
-    assert f"dataset: {','.join(DATASETS)}" in r.stdout and "method: zeroshot,sft,clsrl,nothink" in r.stdout
+    # the dataset list is the one in clsrl_exp/grids.py (the listing above expands it to the 11 datasets)
+    assert "dataset: ${clsrl_grid:paper}" in r.stdout and "method: zeroshot,sft,clsrl,nothink" in r.stdout
     assert "subdir: ../../runs/${clsrl_run:}" in r.stdout
     assert not any(tmp_path.iterdir())
 
@@ -239,7 +235,9 @@ def test_batch_derivation_keeps_16_prompts_x_4_completions(world, micro, per_dev
     steps_per_generation see a W-process launch."""
     import transformers
 
-    from clsrl_exp.train.grpo import Device, batch_plan, grpo_config
+    from clsrl_exp.runtime import Device
+    from clsrl_exp.train.common import batch_plan
+    from clsrl_exp.train.grpo import grpo_config
 
     run, _ = run_config(["method=nothink", "rollout=hf", "logger=none", f"train.micro_batch_size={micro}"], tmp_path)
     plan = batch_plan(run, world)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
-from tests.conftest import TINY, cli, run_config
+from helpers import TINY, cli, run_config
 
 
 def test_init_tracker_passes_the_resolved_config_group_and_tags(tmp_path, monkeypatch):
     import wandb
 
     from clsrl_exp import runtime
-    from clsrl_exp.train.grpo import Device
+    from clsrl_exp.runtime import Device
 
     seen = {}
     monkeypatch.setattr(wandb, "init", lambda **kw: seen.update(kw))

@@ -19,13 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY, run_config
 
-try:
-    from tests.conftest import TINY, run_config
-except ImportError:  # tests/ itself on sys.path
-    from conftest import TINY, run_config
-
-from clsrl_exp.train.grpo import Device, make_grpo_trainer
+from clsrl_exp.runtime import Device
+from clsrl_exp.train.grpo import make_grpo_trainer
 from clsrl_exp.train.optim import MasterWeightAdamW
 
 RL_METHODS = ["clsrl", "nothink", "adaptive"]
@@ -283,8 +280,10 @@ def test_bf16_weights_get_fp32_master_adamw(session_root, tiny_path, setup, tmp_
 
 def test_extra_trl_arguments_merge_into_model_init_kwargs(session_root):
     """`train.extra.model_init_kwargs` adds to ours instead of dropping dtype and attention."""
-    from clsrl_exp.train.grpo import Device, grpo_config
-    from tests.conftest import TINY, run_config
+    from helpers import TINY, run_config
+
+    from clsrl_exp.runtime import Device
+    from clsrl_exp.train.grpo import grpo_config
 
     run, _ = run_config([*TINY, "method=nothink", "+train.extra.model_init_kwargs.low_cpu_mem_usage=true"],
                         session_root)

@@ -29,24 +29,25 @@ from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
+import fake_vllm
 import pytest
+from helpers import TINY, cli, run_config
 
-try:
-    from tests import fake_vllm
-    from tests.conftest import TINY, cli, run_config
-except ImportError:  # tests/ itself on sys.path
-    import fake_vllm
-    from conftest import TINY, cli, run_config
-
+from clsrl_exp import generation
 from clsrl_exp.errors import ConfigError
-from clsrl_exp.train.rollout import (
+from clsrl_exp.evaluate import EvalTask, PredictionLog, evaluate_set
+from clsrl_exp.generation.hf import HFGenerator, HFRollout
+from clsrl_exp.generation.vllm import (
     ColocateImageFixMixin,
+    VLLMColocate,
+    VLLMGenerator,
     check_pixel_bounds,
     check_prompt_budget,
     collapse_image_runs,
-    grpo_vllm_kwargs,
-    resolve_rollout,
+    engine_kwargs,
 )
+from clsrl_exp.prompts import eval_prompt
+from clsrl_exp.runtime import Device
 
 G = 4  # num_generations of conf/train/grpo.yaml
 NOTHINK = [*TINY, "method=nothink"]  # rollout=hf
@@ -97,14 +98,21 @@ def env(session_root, tiny_path):
                            eval_set=eval_sets(run, run.dataset)[0], pad=processor.image_token_id)
 
 
+class ColocateOnCPU(HFRollout):
+    """The vllm-colocate rollout's trainer mixins on a trainer built without vLLM (the tests switch it into TRL's
+    vLLM mode around a fake engine)."""
+
+    trainer_mixins = VLLMColocate.trainer_mixins
+
+
 def _trainer(env, out, patched: bool):
     from trl import GRPOTrainer
 
-    from clsrl_exp.train.grpo import Device, grpo_config, make_grpo_trainer, reward_functions
+    from clsrl_exp.train.grpo import grpo_config, make_grpo_trainer, reward_functions
 
-    if patched:  # the production factory: class Trainer(ColocateImageFixMixin, GRPOTrainer)
-        return make_grpo_trainer(env.run, env.path, env.processor, env.dataset, Device(cuda=False), str(out), "hf",
-                                 ["none"])
+    if patched:  # the production factory with the colocate rollout's mixins: Trainer(ColocateImageFixMixin, ...)
+        return make_grpo_trainer(env.run, env.path, env.processor, env.dataset, Device(cuda=False), str(out),
+                                 ColocateOnCPU, ["none"])
     args, _ = grpo_config(env.run, Device(cuda=False), str(out), "hf", ["none"])
     return GRPOTrainer(model=env.path, reward_funcs=reward_functions(env.run), args=args, train_dataset=env.dataset,
                        processing_class=env.processor)
@@ -308,10 +316,10 @@ def test_server_mode_is_not_altered(which, request, env, rows):
 def test_vllm_settings_map_to_grpo_config(rollout, backend, session_root, tmp_path):
     from trl import GRPOConfig
 
-    from clsrl_exp.train.grpo import Device, grpo_config
+    from clsrl_exp.train.grpo import grpo_config
 
     run, _ = config([*QWEN, f"rollout={rollout}"], session_root)
-    kw = grpo_vllm_kwargs(run.rollout, backend)
+    kw = generation.get_rollout(backend).grpo_kwargs(run.rollout)
     common = {"vllm_importance_sampling_correction": True, "vllm_importance_sampling_mode": "sequence_mask",
               "vllm_importance_sampling_clip_max": 3.0}
     expected = {
@@ -344,32 +352,34 @@ def test_max_model_length_is_derived(overrides, length, session_root):
 
 
 def test_resolve_rollout(monkeypatch, session_root):
-    import clsrl_exp.train.rollout as rollout
+    import clsrl_exp.generation.vllm as vllm_backend
 
-    run = lambda name: config([*BASE, f"rollout={name}"], session_root)[0]
+    name = lambda cls: cls.name
+    resolve = lambda n, cuda: name(generation.resolve_rollout(n, cuda=cuda, world_size=1, grpo=True))
     for vllm_ok in (False, True):
-        monkeypatch.setattr(rollout, "vllm_available", lambda ok=vllm_ok: ok)
-        assert resolve_rollout(run("auto"), cuda=False, world_size=1) == "hf"  # no CUDA: hf, whatever is installed
-        assert resolve_rollout(run("hf"), cuda=True, world_size=1) == "hf"
-        assert resolve_rollout(run("auto"), cuda=True, world_size=1) == ("vllm-colocate" if vllm_ok else "hf")
-    monkeypatch.setattr(rollout, "vllm_available", lambda: False)
-    for name in ("vllm-colocate", "vllm-server"):  # CUDA but no vllm: the message names only vllm
-        with pytest.raises(ConfigError, match=rf"^rollout={name} needs a CUDA GPU and vLLM, but vllm is not inst"):
-            resolve_rollout(run(name), cuda=True, world_size=1)
+        monkeypatch.setattr(vllm_backend, "vllm_available", lambda ok=vllm_ok: ok)
+        assert resolve("auto", cuda=False) == "hf"  # no CUDA: hf, whatever is installed
+        assert resolve("hf", cuda=True) == "hf"
+        assert resolve("auto", cuda=True) == ("vllm-colocate" if vllm_ok else "hf")
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: False)
+    for n in ("vllm-colocate", "vllm-server"):  # CUDA but no vllm: the message names only vllm
+        with pytest.raises(ConfigError, match=rf"^rollout={n} needs a CUDA GPU and vLLM, but vllm is not inst"):
+            resolve(n, cuda=True)
         with pytest.raises(ConfigError, match="no CUDA GPU is visible and vllm is not installed"):
-            resolve_rollout(run(name), cuda=False, world_size=1)
-    monkeypatch.setattr(rollout, "vllm_available", lambda: True)
+            resolve(n, cuda=False)
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: True)
     with pytest.raises(ConfigError, match=r"but no CUDA GPU is visible; use rollout=hf"):
-        resolve_rollout(run("vllm-colocate"), cuda=False, world_size=1)
-    assert resolve_rollout(run("vllm-server"), cuda=True, world_size=1) == "vllm-server"
+        resolve("vllm-colocate", cuda=False)
+    assert resolve("vllm-server", cuda=True) == "vllm-server"
+    assert name(generation.resolve_rollout("auto", cuda=True, world_size=2, grpo=True)) == "hf"  # 2 processes
 
 
 # ----------------------------------------------------------------------------------------------------- budget
 def _grpo_prompts(env, examples):
-    from clsrl_exp.train.rows import chat_prompt, prompt_text
+    from clsrl_exp.prompts import grpo_messages, prompt_text
 
     m, q = env.run.method, env.run.dataset.question
-    return [chat_prompt(prompt_text(m.train_template, q, ex.options), m) for ex in examples]
+    return [grpo_messages(prompt_text(m.train_template, q, ex.options), m) for ex in examples]
 
 
 def test_check_prompt_budget(env, session_root):
@@ -417,13 +427,12 @@ def test_no_cuda_cli_stops_with_one_message(case, cli_runs):
 
 def test_cuda_without_vllm_stops_at_start(monkeypatch, session_root):
     """The run path on a CUDA machine without vllm (device and vllm_available patched): stops before any work."""
+    import clsrl_exp.generation.vllm as vllm_backend
     import clsrl_exp.runtime as runtime
-    import clsrl_exp.train.rollout as rollout
     from clsrl_exp.run import run_cell
-    from clsrl_exp.train.grpo import Device
 
     monkeypatch.setattr(runtime, "setup_device", lambda: Device(cuda=True))
-    monkeypatch.setattr(rollout, "vllm_available", lambda: False)
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: False)
     for extra, message in ((["rollout=vllm-colocate"], "rollout=vllm-colocate needs a CUDA GPU and vLLM, but vllm is"),
                            (["rollout=hf", "eval.backend=vllm"], "eval.backend=vllm needs a CUDA GPU and `pip")):
         run, container = config([*BASE, *extra], session_root)
@@ -442,21 +451,27 @@ def vllm_module(monkeypatch):
 
 def test_eval_prompts_have_one_unexpanded_placeholder(env):
     from clsrl_exp.data import load_image
-    from clsrl_exp.evaluate import chat_texts, eval_template
+    from clsrl_exp.evaluate import chat_texts
 
     exs = env.eval_set.examples[:6]
-    template = eval_template(env.run.method, env.eval_set.split, "eval")
-    texts = chat_texts(env.processor, exs, env.run.method, env.eval_set.question, template)
+    texts = chat_texts(env.processor, exs, eval_prompt(env.run.method, env.eval_set.split, "eval"),
+                       env.eval_set.question)
     for text, ex in zip(texts, exs, strict=True):
         assert text.count("<|image_pad|>") == 1 and "<|vision_start|><|image_pad|><|vision_end|>" in text
         enc = env.processor(text=[text], images=[load_image(ex.image_path, env.run.model.image_size)])
         assert enc["input_ids"][0].count(env.pad) == 4  # what vLLM's own processor makes of it
 
 
-def test_vllm_engine_arguments(vllm_module, env, session_root):
-    from clsrl_exp.evaluate_vllm import VLLMGenerator, engine_kwargs
+def vllm_gen(env, run=None, path="default"):
+    return VLLMGenerator(run or env.run, processor=env.processor, model_path=env.path if path == "default" else path)
 
-    gen = VLLMGenerator(env.path, env.run, env.processor)
+
+def task(eval_set, method) -> EvalTask:
+    return EvalTask(eval_set, "eval", eval_prompt(method, eval_set.split, "eval"), eval_hash="h")
+
+
+def test_vllm_engine_arguments(vllm_module, env, session_root):
+    gen = vllm_gen(env)
     m = env.run.model
     assert isinstance(gen.llm, fake_vllm.LLM) and gen.llm.model == env.path
     assert gen.llm.kwargs == {"max_model_len": 4 + 1024 + 8, "limit_mm_per_prompt": {"image": 1},
@@ -468,20 +483,17 @@ def test_vllm_engine_arguments(vllm_module, env, session_root):
     assert kw["max_model_len"] == 2244 and kw["dtype"] == "bfloat16"
     assert kw["mm_processor_kwargs"] == {"min_pixels": 3136, "max_pixels": 401408}
     sampled, _ = config([*NOTHINK, "eval.greedy=false", "eval.max_new_tokens=8"], session_root)
-    assert VLLMGenerator(env.path, sampled, env.processor).sampling_params.max_tokens == 8
+    assert vllm_gen(env, sampled).sampling_params.max_tokens == 8
     with pytest.raises(ConfigError, match="needs a model path"):
-        VLLMGenerator(None, env.run, env.processor)
+        vllm_gen(env, path=None)
 
 
 def test_evaluate_set_with_vllm_backend(vllm_module, env, tmp_path):
-    from clsrl_exp.evaluate import PredictionLog, evaluate_set
-    from clsrl_exp.evaluate_vllm import VLLMGenerator
-
-    gen = VLLMGenerator(env.path, env.run, env.processor)
+    gen = vllm_gen(env)
     log_ = PredictionLog(tmp_path / "predictions.jsonl")
-    res = evaluate_set(gen, env.processor, env.eval_set, env.run.method, log_, variant="eval",
+    res = evaluate_set(gen, env.processor, task(env.eval_set, env.run.method), log_,
                        image_size=env.run.model.image_size, batch_size=5, limit=12)
-    rows = list(log_.done(env.eval_set.dataset, env.eval_set.split, "eval").values())
+    rows = list(log_.done("h").values())
     assert res.n == 12 == len(rows) and res.skipped == 0
     assert res.correct == sum(r["label"] == "red" for r in rows) == res.correct_strict  # the fake always says red
     assert 0 < res.correct < 12 and {r["output"] for r in rows} == {"red"}
@@ -496,14 +508,12 @@ def test_evaluate_set_with_vllm_backend(vllm_module, env, tmp_path):
     assert all(c.ok and c.pads_in == 1 and c.pads_after == 4 for c in llm.checks)
     assert llm.kwargs["mm_processor_kwargs"] == {"min_pixels": env.run.model.min_pixels,
                                                  "max_pixels": env.run.model.max_pixels}
-    again = evaluate_set(gen, env.processor, env.eval_set, env.run.method, log_, variant="eval",
+    again = evaluate_set(gen, env.processor, task(env.eval_set, env.run.method), log_,
                          image_size=env.run.model.image_size, batch_size=5, limit=12)
     assert len(llm.calls) == 3 and again.n == 12  # resumed: nothing generated twice
 
 
 def test_unreadable_images_skipped_like_hf(vllm_module, env, tmp_path):
-    from clsrl_exp.evaluate import HFGenerator, PredictionLog, evaluate_set
-    from clsrl_exp.evaluate_vllm import VLLMGenerator
     from clsrl_exp.models import load_model
 
     (tmp_path / "broken.png").write_bytes(b"not an image")
@@ -511,25 +521,23 @@ def test_unreadable_images_skipped_like_hf(vllm_module, env, tmp_path):
     exs[1] = replace(exs[1], image_path=str(tmp_path / "broken.png"))
     exs[3] = replace(exs[3], image_path=str(tmp_path / "gone.png"))
     eval_set = replace(env.eval_set, examples=exs, missing=[])
-    results, vllm_gen = {}, VLLMGenerator(env.path, env.run, env.processor)
-    for name, gen in (("vllm", vllm_gen),
-                      ("hf", HFGenerator(load_model(env.path, env.run.model, cuda=False), env.processor, 4))):
-        results[name] = evaluate_set(gen, env.processor, eval_set, env.run.method,
-                                     PredictionLog(tmp_path / f"{name}.jsonl"), variant="eval",
-                                     image_size=env.run.model.image_size, batch_size=4)
+    results, vgen = {}, vllm_gen(env)
+    hf = HFGenerator(model=load_model(env.path, env.run.model, cuda=False), processor=env.processor,
+                     max_new_tokens=4, greedy=True, num_workers=0)
+    for name, gen in (("vllm", vgen), ("hf", hf)):
+        results[name] = evaluate_set(gen, env.processor, task(eval_set, env.run.method),
+                                     PredictionLog(tmp_path / f"{name}.jsonl"), image_size=env.run.model.image_size,
+                                     batch_size=4)
     v, h = results["vllm"], results["hf"]
     assert (v.n, v.skipped) == (h.n, h.skipped) == (2, 2)
     assert v.skipped_examples == h.skipped_examples and exs[1].id in v.skipped_examples[0]
-    assert [len(c["prompts"]) for c in vllm_gen.llm.calls] == [2]  # the unreadable ones never reach the engine
+    assert [len(c["prompts"]) for c in vgen.llm.calls] == [2]  # the unreadable ones never reach the engine
 
 
 def test_eval_prompt_longer_than_engine_limit(vllm_module, env, session_root):
-    from clsrl_exp.evaluate import PredictionLog, evaluate_set
-    from clsrl_exp.evaluate_vllm import VLLMGenerator
-
     run, _ = config([*NOTHINK, "eval.max_new_tokens=8", "++rollout.max_prompt_text_tokens=10"], session_root)
-    gen = VLLMGenerator(env.path, run, env.processor)
+    gen = vllm_gen(env, run)
     with pytest.raises(ConfigError, match="rollout.max_prompt_text_tokens"):
-        evaluate_set(gen, env.processor, env.eval_set, run.method, PredictionLog(session_root / "long.jsonl"),
-                     variant="eval", image_size=run.model.image_size, batch_size=4, limit=4)
+        evaluate_set(gen, env.processor, task(env.eval_set, run.method), PredictionLog(session_root / "long.jsonl"),
+                     image_size=run.model.image_size, batch_size=4, limit=4)
     assert gen.llm.calls == []

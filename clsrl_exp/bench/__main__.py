@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -73,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-batches", default="256", help="our evaluator's batch sizes to time (comma list)")
     ap.add_argument("--skip", default="", help="comma list of: defaults,think,eval")
     a = ap.parse_args(argv)
+    if not a.tiny:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: no CUDA GPU is visible: the paper-scale benchmark (Qwen2-VL-2B shapes) needs one; on a CPU "
+                  "run `python -m clsrl_exp.bench --tiny` (make bench)", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     skip = set(filter(None, a.skip.split(",")))
@@ -143,10 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     params = hardware.param_counts(model)
     hidden, vocab = model.config.text_config.hidden_size, model.config.text_config.vocab_size
     from clsrl_exp.evaluate import chat_texts
-    from clsrl_exp.models import image_tokens
+    from clsrl_exp.lengths import image_tokens
+    from clsrl_exp.prompts import eval_prompt
 
     q = "What type of object is in the photo?"
-    texts = chat_texts(processor, exs[: a.eval_images], run.method, q, run.method.eval_templates["default"])
+    texts = chat_texts(processor, exs[: a.eval_images], eval_prompt(run.method, "test", "eval"), q)
     n_img = image_tokens(run.model.image_size, run.model.min_pixels, run.model.max_pixels)
     text_lens = [len(processor.tokenizer(t)["input_ids"]) - 1 + n_img for t in texts[:64]]
     prompt_tokens = sum(text_lens) / len(text_lens)
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     if "eval" not in skip:
         model.eval()
-        workers = min(8, max(0, (os.cpu_count() or 1) - 2)) if cuda else 0
+        workers = runtime.preprocessing_workers(device)
         ev = exs[: a.eval_images]
         result["eval"].append(eval_throughput.official(model, processor, ev, texts, run.model.image_size,
                                                        a.nothink_len, eos, cuda))

@@ -60,17 +60,20 @@ def ours(model, processor, examples, method, image_size: int, batch_size: int, a
     from pathlib import Path
 
     from clsrl_exp.data import EvalSet
-    from clsrl_exp.evaluate import HFGenerator, PredictionLog, evaluate_set
+    from clsrl_exp.evaluate import EvalTask, PredictionLog, evaluate_set
+    from clsrl_exp.generation.hf import HFGenerator
+    from clsrl_exp.prompts import eval_prompt
 
-    gen = HFGenerator(model, processor, max_new_tokens=answer_tokens, greedy=True, num_workers=workers,
-                      logits_processor=LogitsProcessorList([_Stopping(answer_tokens, eos)]))
+    gen = HFGenerator(model=model, processor=processor, max_new_tokens=answer_tokens, greedy=True,
+                      num_workers=workers, logits_processor=LogitsProcessorList([_Stopping(answer_tokens, eos)]))
     es = EvalSet(dataset="bench", split="test", question="What type of object is in the photo?",
                  examples=list(examples), missing=[])
+    task = EvalTask(es, "eval", eval_prompt(method, "test", "eval"), eval_hash="bench")
     with tempfile.TemporaryDirectory() as d:
         sync(cuda)
         t0 = time.perf_counter()
-        res = evaluate_set(gen, processor, es, method, PredictionLog(Path(d) / "p.jsonl"), variant="eval",
-                           image_size=image_size, batch_size=batch_size, progress=False)
+        res = evaluate_set(gen, processor, task, PredictionLog(Path(d) / "p.jsonl"), image_size=image_size,
+                           batch_size=batch_size, progress=False)
         sync(cuda)
         s = time.perf_counter() - t0
     return {"setting": f"ours (batch {batch_size}, {workers} workers, sorted)", "images": res.n, "seconds": s,

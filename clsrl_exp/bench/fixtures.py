@@ -29,15 +29,17 @@ def build_random_model(model_cfg: ModelConfig, out_dir: Path, cuda: bool) -> str
     import torch
     from transformers import Qwen2VLForConditionalGeneration
 
-    from clsrl_exp.models import build_tokenizer, qwen2vl_parts, tiny_corpus
+    from clsrl_exp.config import load_option
+    from clsrl_exp.models import build_tokenizer, qwen2vl_parts
 
     if model_cfg.name not in ARCH:
         raise SystemExit(f"error: no architecture table for model '{model_cfg.name}'; known: {sorted(ARCH)}")
     if (out_dir / "config.json").exists():
         return str(out_dir)
     arch = ARCH[model_cfg.name]
-    tok = build_tokenizer(TinyBuild(vocab_size=1024, corpus=[w for n in NAMES for w in n.split()]),
-                          tiny_corpus() + NAMES)
+    text = list(load_option("model", "tiny-qwen2vl").tiny.text)  # the paper's templates and questions
+    tok = build_tokenizer(TinyBuild(vocab_size=1024, corpus=[w for n in NAMES for w in n.split()],
+                                    text=text + NAMES))
     text = dict(arch["text"], vocab_size=VOCAB, max_position_embeddings=32768,
                 rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": arch.get(
                     "mrope_section", [16, 24, 24])})

@@ -17,6 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from clsrl_exp.schema import RESULT_FILE, read_record
+
 
 def cell(method: str, seed: int, root: Path, extra: list[str], control: bool = False) -> dict:
     """Run one demo cell in a subprocess and read its result record."""
@@ -30,18 +32,17 @@ def cell(method: str, seed: int, root: Path, extra: list[str], control: bool = F
     wall = time.perf_counter() - t0
     log = root / f"{name}.log"
     log.write_text(proc.stdout + proc.stderr)
-    recs = [json.loads(p.read_text()) for p in (root / "demo" / "runs").rglob("result.json")]
-    rec = next((r for r in recs if r.get("run", {}).get("method") == method and r["run"]["seed"] == seed
-                and r.get("identity", {}).get("train", {}).get("shuffle_reward_labels", False) == control), None)
-    if proc.returncode or rec is None or rec.get("status") != "complete":
+    recs = [read_record(p.parent) for p in (root / "demo" / "runs").rglob(RESULT_FILE)]
+    rec = next((r for r in recs if r is not None and r.run.method == method and r.run.seed == seed
+                and r.identity.get("train", {}).get("shuffle_reward_labels", False) == control), None)
+    if proc.returncode or rec is None or rec.status != "complete" or rec.train is None:
         return {"name": name, "error": f"exit {proc.returncode}, see {log}"}
-    train = rec["train"] or {}
-    curve = [p for p in train.get("curve", []) if p["dataset"] == "synthetic-colors"]
+    curve = [p for p in rec.train.curve if p["dataset"] == "synthetic-colors"]
     return {"name": name, "method": method, "seed": seed, "control": control,
-            "before": curve[0]["accuracy"] if curve else None, "after": rec["evals"][0]["accuracy"],
-            "best": max((p["accuracy"] for p in curve), default=None), "steps": train.get("steps"),
-            "train_s": train.get("wall_s"), "process_s": round(wall, 1),
-            "mean_completion_tokens": train.get("mean_completion_tokens"), "curve": curve}
+            "before": curve[0]["accuracy"] if curve else None, "after": rec.evals[0].accuracy,
+            "best": max((p["accuracy"] for p in curve), default=None), "steps": rec.train.steps,
+            "train_s": rec.train.wall_s, "process_s": round(wall, 1),
+            "mean_completion_tokens": rec.train.mean_completion_tokens, "curve": curve}
 
 
 def main(argv: list[str] | None = None) -> int:

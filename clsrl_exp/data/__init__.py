@@ -3,20 +3,23 @@
 The run code uses exactly this API:
 
 - `ensure_dataset(ds, root)`: generate a synthetic dataset on first use (no-op for real ones).
-- `load_splits(ds, root) -> Splits`: the raw split (`layouts.py`; readers chosen by `dataset.layout`).
+- `load_splits(ds, root) -> Splits`: the raw split (`formats/`: one reader per `dataset.layout`).
 - `display_name(raw, ds)`: the class name shown in prompts and compared by rewards.
 - `train_examples(run, ds) -> list[Example]`: the K-shot subset (base classes only in base2new) with options.
 - `eval_sets(run, ds) -> list[EvalSet]`: `test` (few-shot) or `base` + `new` (base2new), options frozen on disk.
+- `cell_data(run, missing, train)`: what one cell reads (each split once).
 - `load_image(path, size)`: open, RGB, LANCZOS resize to (size, size).
+- `shuffled_labels(examples, seed)`: the shuffled-label control (labels permuted across examples).
 
 The data root is `data.root` (or env `CLSRL_DATA`); caches go to `data.cache_dir` (see `protocol.py`).
 """
 
+from clsrl_exp.data.formats import FORMATS, Item, Splits, load_splits, resolve_root
 from clsrl_exp.data.images import image_is_readable, load_image
-from clsrl_exp.data.layouts import LAYOUTS, Item, Splits, load_splits, resolve_root
 from clsrl_exp.data.protocol import (
     EvalSet,
     Example,
+    cell_data,
     class_halves,
     display_name,
     ensure_dataset,
@@ -25,15 +28,17 @@ from clsrl_exp.data.protocol import (
     fewshot_subset,
     label_space,
     sample_fewshot,
+    shuffled_labels,
     train_examples,
 )
 
 __all__ = [
-    "LAYOUTS",
+    "FORMATS",
     "EvalSet",
     "Example",
     "Item",
     "Splits",
+    "cell_data",
     "class_halves",
     "display_name",
     "ensure_dataset",
@@ -46,5 +51,6 @@ __all__ = [
     "load_splits",
     "resolve_root",
     "sample_fewshot",
+    "shuffled_labels",
     "train_examples",
 ]

@@ -9,21 +9,21 @@ Caches (small JSON, relative image paths, written atomically) under `run.data.ca
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 import random
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clsrl_exp.config import DatasetConfig, RunConfig
+from clsrl_exp.data.formats import Item, Splits, load_splits, root_path
 from clsrl_exp.data.images import image_is_readable
-from clsrl_exp.data.layouts import Item, Splits, load_splits
 from clsrl_exp.data.synthetic import ensure_synthetic
 from clsrl_exp.errors import DataError
+from clsrl_exp.fileio import atomic_write_json, read_json
 from clsrl_exp.prompts import option_count, option_list
 
 FEWSHOT_VERSION = 1
@@ -52,10 +52,7 @@ def ensure_dataset(ds: DatasetConfig, root: str | os.PathLike | None) -> None:
     """Generate a synthetic dataset on first use (creating the root if needed); a no-op for real datasets."""
     if ds.synthetic is None:
         return
-    text = str(root) if root not in (None, "", "???") else os.environ.get("CLSRL_DATA", "")
-    if not text:
-        raise DataError("data root not set: pass data.root=/path/to/data or set the environment variable CLSRL_DATA")
-    ensure_synthetic(ds, text)
+    ensure_synthetic(ds, root_path(root))
 
 
 def display_name(raw: str, ds: DatasetConfig) -> str:
@@ -114,26 +111,8 @@ def sample_fewshot(items: Sequence[Item], shots: int, seed: int, classnames: Seq
 
 
 # ----------------------------------------------------------------------------------------------------- caches
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then `os.replace` (readers never see partial files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    data = read_json(path)
     return data if isinstance(data, dict) else None
 
 
@@ -155,7 +134,7 @@ def fewshot_subset(run: RunConfig, ds: DatasetConfig, splits: Splits) -> list[It
             pass  # unreadable cache: rebuild it below
     subset = sample_fewshot(splits.train, run.shots, run.seed, splits.classnames)
     body = {"version": FEWSHOT_VERSION, **key, "sampler": f"random.Random('fewshot:{run.seed}').sample per label"}
-    write_json_atomic(path, {**body, "train": [[it.path, it.label, it.classname] for it in subset]})
+    atomic_write_json(path, {**body, "train": [[it.path, it.label, it.classname] for it in subset]})
     return subset
 
 
@@ -242,7 +221,7 @@ def _frozen_items(run: RunConfig, ds: DatasetConfig, splits: Splits, split: str,
             label = display_name(it.classname, ds)
             opts = option_list(space, label, n, seed=run.seed, example_id=it.path)
             items.append({"id": it.path, "label": label, "label_index": it.label, "options": opts})
-    write_json_atomic(path, {"version": EVAL_VERSION, "key": key, "question": ds.question, "classes": space,
+    atomic_write_json(path, {"version": EVAL_VERSION, "key": key, "question": ds.question, "classes": space,
                              "num_options": n, "items": items})
     return items
 
@@ -265,3 +244,34 @@ def eval_sets(run: RunConfig, ds: DatasetConfig, splits: Splits | None = None) -
     return out
 
 
+def shuffled_labels(examples: list[Example], seed: int) -> list[Example]:
+    """The shuffled-label control: the same examples with their labels permuted (prompts and images unchanged), so
+    rule rewards carry no label information and nothing should be learned.
+
+    >>> exs = [Example(str(i), "", lab, (), "train") for i, lab in enumerate("abcd")]
+    >>> sorted(e.label for e in shuffled_labels(exs, 1)) == list("abcd")
+    True
+    """
+    labels = [ex.label for ex in examples]
+    random.Random(f"control:{seed}").shuffle(labels)
+    return [dataclasses.replace(ex, label=lab) for ex, lab in zip(examples, labels, strict=True)]
+
+
+def cell_data(run: RunConfig, missing, train: bool) -> tuple[list, list[Example]]:
+    """What one cell reads: the eval sets of its missing evaluations as (spec, EvalSet) pairs (specs from
+    `clsrl_exp.cells.requested_evals`), and its training examples when `train`. Each dataset's split is read once
+    (ImageNet's means listing 1.28M files)."""
+    datasets = {s.dataset.name: s.dataset for s in missing}
+    if train:
+        datasets[run.dataset.name] = run.dataset
+    splits = {}
+    for name, ds in datasets.items():
+        ensure_dataset(ds, run.data.root)
+        splits[name] = load_splits(ds, run.data.root)
+    by_set = {}
+    for name in dict.fromkeys(s.dataset.name for s in missing):
+        for es in eval_sets(run, datasets[name], splits[name]):
+            by_set[(name, es.split)] = es
+    sets = [(spec, by_set[(spec.dataset.name, spec.split)]) for spec in missing]
+    examples = train_examples(run, run.dataset, splits[run.dataset.name]) if train else []
+    return sets, examples

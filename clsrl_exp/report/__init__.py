@@ -5,7 +5,8 @@ the paper's numbers (`paper`), draws heatmaps and curves (`plots`) and writes CS
 Pure pandas + matplotlib (Agg) + tabulate: never imports torch/transformers/trl.
 """
 
-from clsrl_exp.report.build import Report, Transfer, build_report, write_report
+from clsrl_exp.report.build import build_report, write_report
+from clsrl_exp.report.content import Report, Transfer
 from clsrl_exp.report.records import Record, RunRootNotFound, Skipped, load_records
 
 __all__ = ["Record", "Report", "RunRootNotFound", "Skipped", "Transfer", "build_report", "load_records",

@@ -3,47 +3,18 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from clsrl_exp.fileio import atomic_write_bytes, atomic_write_text
 from clsrl_exp.report import plots, render, tables, transfer
-from clsrl_exp.report.records import Record, Skipped, load_records
-
-
-@dataclass
-class Transfer:
-    """One free-lunch matrix: (model, method, shots), its file stem, our matrix, notes and the paper's matrix."""
-
-    stem: str
-    model: str
-    method: str
-    shots: int | None
-    matrix: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
-    paper: pd.DataFrame | None = None
-
-
-@dataclass
-class Report:
-    roots: list[str]
-    records: list[Record]
-    skipped: list[Skipped]
-    fewshot: pd.DataFrame
-    base2new: pd.DataFrame
-    cost: pd.DataFrame
-    curves: pd.DataFrame
-    think_vs_nothink: pd.DataFrame
-    transfers: list[Transfer]
-
-    @property
-    def skipped_frame(self) -> pd.DataFrame:
-        return tables.skipped_table(self.skipped)
+from clsrl_exp.report.content import Report, Transfer
+from clsrl_exp.report.records import load_records
 
 
 def _safe(name: object) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name))
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name)).strip("-")
 
 
 def _transfer_stems(groups: list[tuple[str, str, int | None]]) -> dict[tuple, str]:
@@ -93,7 +64,7 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
         written[name] = render.write_csv_atomic(df, out / name, index=index)
 
     def png(name: str, data: bytes) -> None:
-        written[name] = render.write_bytes_atomic(out / name, data)
+        written[name] = atomic_write_bytes(out / name, data)
 
     csv("fewshot.csv", report.fewshot)
     csv("base2new.csv", report.base2new)
@@ -110,6 +81,6 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
         png("curves.png", plots.curves_png(report.curves))
     if not report.think_vs_nothink.empty:
         csv("think_vs_nothink.csv", report.think_vs_nothink)
-    written["report.md"] = render.write_text_atomic(out / "report.md", render.render_markdown(report))
-    written["report.tex"] = render.write_text_atomic(out / "report.tex", render.render_latex(report))
+    written["report.md"] = atomic_write_text(out / "report.md", render.render_markdown(report))
+    written["report.tex"] = atomic_write_text(out / "report.tex", render.render_latex(report))
     return written

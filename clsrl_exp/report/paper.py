@@ -3,7 +3,7 @@
 Source: Ming Li, Jike Zhong, Shitian Zhao, Yuxiang Lai, Haoquan Zhang, Wang Bill Zhu, Kaipeng Zhang,
 "To Think or Not To Think: A Study of Thinking in Rule-Based Visual Reinforcement Fine-Tuning", NeurIPS 2025,
 arXiv 2503.16188 (v6, 2025-10-25; v1 title "CLS-RL: Image Classification with Rule-Based Reinforcement Learning").
-All numbers are for Qwen2-VL-2B-Instruct, 4 shots, copied from /work/shared/reference/paper.md §5:
+All numbers are for Qwen2-VL-2B-Instruct, 4 shots, copied from the paper (v6 tables as listed below):
 
 - `FEWSHOT`, `FEWSHOT_AVERAGE`: few-shot accuracy %, v6 Table 5 (= v1 Table 2), reference §5.2.
   Rows: "Qwen2VL zero-shot" -> zeroshot, "SFT" -> sft, "Thinking (CLS-RL)" -> clsrl, "No-Thinking" -> nothink.
@@ -18,6 +18,8 @@ All numbers are for Qwen2-VL-2B-Instruct, 4 shots, copied from /work/shared/refe
 
 from __future__ import annotations
 
+from clsrl_exp.grids import PAPER_DATASETS
+
 PAPER_MODEL = "qwen2vl-2b"
 PAPER_SHOTS = 4
 
@@ -27,22 +29,9 @@ CITATION = (
 )
 
 # the paper's column order (ImageNet, Caltech101, DTD, EuroSAT, Food101, Flowers102, OxfordPets, StanfordCars,
-# SUN397, UCF101, FGVCAircraft) in our config names
-DATASETS = (
-    "imagenet",
-    "caltech101",
-    "dtd",
-    "eurosat",
-    "food101",
-    "oxford_flowers",
-    "oxford_pets",
-    "stanford_cars",
-    "sun397",
-    "ucf101",
-    "fgvc_aircraft",
-)
+# SUN397, UCF101, FGVCAircraft) in our config names: the one list in clsrl_exp.grids
+DATASETS = PAPER_DATASETS
 METHODS = ("zeroshot", "sft", "clsrl", "nothink", "adaptive")
-
 
 
 def _row(values: list[float]) -> dict[str, float]:

@@ -1,24 +1,28 @@
-"""Find, load and validate `result.json` records; nothing is dropped silently.
+"""Find, load and validate `result.json` records (`clsrl_exp.schema`); nothing is dropped silently.
 
 A record that cannot be used (unparseable, wrong schema, incomplete, missing required keys, no eval of its own
 dataset for its setting, or an older duplicate of another record) becomes a `Skipped(path, reason)` that the
-report lists. Duplicates share (model, method, dataset, setting, shots, seed); the newest file (mtime) wins.
+report lists. Duplicates share (model, method, dataset, setting, shots, seed, prompt); the newest file (mtime) wins.
+
+Prompt variants never mix: a record whose evaluations used several prompts (`eval.prompt`: the method's eval
+template `eval`, its training template `train`, ...) becomes one `Record` per variant. The default variant keeps the
+method's name; any other is labelled `<method> [<variant>]` in `run["method"]` (the plain name stays in
+`run["base_method"]`, the variant in `run["prompt"]`), so every table keeps it in rows of its own and only the
+default is compared with the paper's numbers.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clsrl_exp.errors import UserError
+from clsrl_exp.schema import RESULT_FILE, validate
 
-SCHEMA = 1
-RUN_KEYS = ("method", "model", "dataset", "setting", "shots", "seed")
-RESULT_NAME = "result.json"
+DEFAULT_PROMPT = "eval"  # the method's own eval template: the paper's rows
 
 
 class RunRootNotFound(UserError):
@@ -53,6 +57,10 @@ class Record:
     def key(self) -> tuple:
         return tuple(self.run[k] for k in ("model", "method", "dataset", "setting", "shots", "seed"))
 
+    @property
+    def prompt(self) -> str:
+        return self.run.get("prompt", DEFAULT_PROMPT)
+
     def accuracy(self, dataset: str, split: str, strict: bool = False) -> float | None:
         """Accuracy of the first eval on (dataset, split), or None."""
         for ev in self.evals:
@@ -72,59 +80,42 @@ def find_result_files(roots: list[str | Path]) -> list[Path]:
         if root.is_file():
             found.add(root.resolve())
         else:
-            found.update(p.resolve() for p in root.rglob(RESULT_NAME) if p.is_file())
+            found.update(p.resolve() for p in root.rglob(RESULT_FILE) if p.is_file())
     return sorted(found)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def method_label(method: str, prompt: str) -> str:
+    """The name a (method, prompt variant) pair has in the tables.
+
+    >>> method_label("clsrl", "eval"), method_label("clsrl", "nothink")
+    ('clsrl', 'clsrl [nothink]')
+    """
+    return method if prompt == DEFAULT_PROMPT else f"{method} [{prompt}]"
 
 
 def _validate(data: Any) -> str | None:
     """The reason this parsed record is unusable, or None when it is fine."""
-    if not isinstance(data, dict):
-        return "corrupt: not a JSON object"
-    if data.get("schema") != SCHEMA:
-        return f"wrong schema: expected {SCHEMA}, got {data.get('schema')!r}"
-    if data.get("status") != "complete":
-        return f"incomplete: status={data.get('status')!r}"
-    run = data.get("run")
-    if not isinstance(run, dict):
-        return "corrupt: missing key 'run'"
-    for key in RUN_KEYS:
-        if key not in run:
-            return f"corrupt: missing key 'run.{key}'"
-    for key in ("method", "model", "dataset", "setting"):
-        if not isinstance(run[key], str) or not run[key]:
-            return f"corrupt: 'run.{key}' must be a non-empty string"
-    if run["shots"] is not None and not isinstance(run["shots"], int):
-        return "corrupt: 'run.shots' must be an integer"
-    evals = data.get("evals")
-    if not isinstance(evals, list) or not evals:
-        return "corrupt: missing or empty 'evals'"
-    for i, ev in enumerate(evals):
-        if not isinstance(ev, dict):
-            return f"corrupt: evals[{i}] is not an object"
-        for key in ("dataset", "split", "accuracy"):
-            if key not in ev:
-                return f"corrupt: missing key 'evals[{i}].{key}'"
-        if not _is_number(ev["accuracy"]) or math.isnan(ev["accuracy"]):
-            return f"corrupt: 'evals[{i}].accuracy' is not a number"
-        strict = ev.get("accuracy_strict")
-        if strict is not None and not _is_number(strict):
-            return f"corrupt: 'evals[{i}].accuracy_strict' is not a number"
-    train = data.get("train")
-    if train is not None and not isinstance(train, dict):
-        return "corrupt: 'train' must be an object or null"
-    if isinstance(train, dict) and train.get("curve") is not None and not isinstance(train["curve"], list):
-        return "corrupt: 'train.curve' must be a list"
-    # the eval the tables need for this setting
+    reason = validate(data)
+    if reason is not None:
+        return reason
+    run, evals = data["run"], data["evals"]
     own = {(ev["dataset"], ev["split"]) for ev in evals}
     needed = ("base", "new") if run["setting"] == "base2new" else ("test",)
     for split in needed:
         if (run["dataset"], split) not in own:
             return f"no '{split}' eval on its own dataset {run['dataset']!r}"
     return None
+
+
+def variant_views(rec: Record) -> list[Record]:
+    """One record per prompt variant of its evaluations (see the module docstring)."""
+    variants = list(dict.fromkeys(ev.get("prompt_variant", DEFAULT_PROMPT) for ev in rec.evals))
+    out = []
+    for v in variants:
+        run = {**rec.run, "base_method": rec.run["method"], "prompt": v, "method": method_label(rec.run["method"], v)}
+        evals = [ev for ev in rec.evals if ev.get("prompt_variant", DEFAULT_PROMPT) == v]
+        out.append(Record(rec.path, rec.mtime, run, evals, rec.train, rec.identity_hash, rec.raw))
+    return out
 
 
 def load_record(path: str | Path) -> Record | Skipped:
@@ -159,7 +150,10 @@ def load_records(roots: list[str | Path]) -> tuple[list[Record], list[Skipped]]:
     skipped: list[Skipped] = []
     for path in find_result_files(roots):
         loaded = load_record(path)
-        (skipped if isinstance(loaded, Skipped) else records).append(loaded)
+        if isinstance(loaded, Skipped):
+            skipped.append(loaded)
+            continue
+        records.extend(variant_views(loaded))
     # newest first (mtime, then path for a deterministic tie-break): the first of each key is kept
     records.sort(key=lambda r: (-r.mtime, r.path))
     kept: dict[tuple, Record] = {}

@@ -6,40 +6,16 @@ Missing values are "—" in Markdown, "--" in LaTeX, empty in CSV; floats have 2
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 from tabulate import tabulate
 
+from clsrl_exp.fileio import atomic_write_text
 from clsrl_exp.report import paper, tables
-
-if TYPE_CHECKING:
-    from clsrl_exp.report.build import Report
+from clsrl_exp.report.content import Report
 
 NO_RECORDS = "no complete records found"
-
-
-# ------------------------------------------------------------------------------------------------ atomic writes
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write to a temporary file in the same directory, then `os.replace` it onto `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | Path, index: bool = False) -> Path:
@@ -47,7 +23,7 @@ def write_csv_atomic(df: pd.DataFrame, path: str | Path, index: bool = False) ->
     df = df.copy()
     floats = df.select_dtypes("float").columns
     df[floats] = df[floats].round(6)
-    return write_text_atomic(path, df.to_csv(index=index, na_rep="", lineterminator="\n"))
+    return atomic_write_text(path, df.to_csv(index=index, na_rep="", lineterminator="\n"))
 
 
 # ------------------------------------------------------------------------------------------------ tables

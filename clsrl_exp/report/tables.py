@@ -228,25 +228,28 @@ def curves_frame(records: list[Record]) -> pd.DataFrame:
 
 
 def think_vs_nothink(records: list[Record]) -> pd.DataFrame:
-    """clsrl vs nothink on the (model, setting, shots, dataset) both have: accuracy (few-shot test; base-to-new
-    H of the mean base/new), training minutes and mean completion tokens, mean over seeds; + Average rows."""
+    """clsrl vs nothink on the (model, setting, shots, dataset, prompt variant) both have: accuracy (few-shot test;
+    base-to-new H of the mean base/new), training minutes and mean completion tokens, mean over seeds; + Average
+    rows. Rows carry the table label of the method (`nothink [train]` for a non-default prompt)."""
     groups: dict[tuple, list[Record]] = defaultdict(list)
     for rec in records:
         r = rec.run
-        if r["method"] in ("clsrl", "nothink"):
-            groups[(r["model"], r["setting"], r["shots"], r["dataset"], r["method"])].append(rec)
-    shared = sorted({k[:4] for k in groups if (*k[:4], "clsrl") in groups and (*k[:4], "nothink") in groups},
-                    key=lambda k: (k[0], _setting_key(k[1]), _shots_key(k[2]), dataset_sort_key(k[3])))
+        base = r.get("base_method", r["method"])
+        if base in ("clsrl", "nothink"):
+            groups[(r["model"], r["setting"], r["shots"], r["dataset"], rec.prompt, base)].append(rec)
+    shared = sorted({k[:5] for k in groups if (*k[:5], "clsrl") in groups and (*k[:5], "nothink") in groups},
+                    key=lambda k: (k[0], _setting_key(k[1]), _shots_key(k[2]), dataset_sort_key(k[3]), k[4]))
     rows, per = [], defaultdict(list)
     for key in shared:
-        model, setting, shots, dataset = key
-        for method in ("clsrl", "nothink"):
-            recs = groups[(*key, method)]
+        model, setting, shots, dataset, prompt = key
+        for base in ("clsrl", "nothink"):
+            recs = groups[(*key, base)]
             if setting == "base2new":
                 acc = harmonic(_mean(r.accuracy(dataset, "base") for r in recs),
                                _mean(r.accuracy(dataset, "new") for r in recs))
             else:
                 acc = _mean(r.accuracy(dataset, "test") for r in recs)
+            method = recs[0].run["method"]
             row = {"model": model, "setting": setting, "shots": shots, "dataset": dataset, "method": method,
                    "n_seeds": len(recs), "accuracy": acc,
                    "wall_min": _mean(_train_value(r, "wall_s") for r in recs) / 60,

@@ -12,19 +12,25 @@ from clsrl_exp.report.records import Record
 from clsrl_exp.report.tables import NAN, _mean, _shots_key, dataset_sort_key, method_sort_key
 
 
+def _base(rec: Record) -> str:
+    return rec.run.get("base_method", rec.run["method"])
+
+
 def transfer_groups(records: list[Record]) -> list[tuple[str, str, int | None]]:
-    """(model, method, shots) of non-zeroshot few-shot runs that have at least one cross-dataset test eval."""
+    """(model, method, shots) of non-zeroshot few-shot runs that have at least one cross-dataset test eval
+    (`method` is the table label: a non-default prompt variant makes a matrix of its own)."""
     found = set()
     for rec in records:
         r = rec.run
-        if r["setting"] == "fewshot" and r["method"] != "zeroshot":
+        if r["setting"] == "fewshot" and _base(rec) != "zeroshot":
             if any(ev["dataset"] != r["dataset"] and ev["split"] == "test" for ev in rec.evals):
                 found.add((r["model"], r["method"], r["shots"]))
     return sorted(found, key=lambda k: (k[0], method_sort_key(k[1]), _shots_key(k[2])))
 
 
-def zeroshot_reference(records: list[Record], model: str) -> dict[str, dict]:
-    """{eval dataset: {seed: mean test accuracy}} of the zero-shot few-shot records of this model.
+def zeroshot_reference(records: list[Record], model: str, prompt: str = "eval") -> dict[str, dict]:
+    """{eval dataset: {seed: mean test accuracy}} of the zero-shot few-shot records of this model, evaluated with
+    the same prompt variant.
 
     A zero-shot run's evaluation of its own dataset is the reference; evaluations of other datasets by zero-shot
     runs are used only where no such run exists (with one base model they are the same numbers; with a base model
@@ -34,7 +40,7 @@ def zeroshot_reference(records: list[Record], model: str) -> dict[str, dict]:
     other: dict[str, dict] = defaultdict(lambda: defaultdict(list))
     for rec in records:
         r = rec.run
-        if r["method"] == "zeroshot" and r["model"] == model and r["setting"] == "fewshot":
+        if _base(rec) == "zeroshot" and r["model"] == model and r["setting"] == "fewshot" and rec.prompt == prompt:
             for ev in rec.evals:
                 if ev["split"] == "test":
                     (own if ev["dataset"] == r["dataset"] else other)[ev["dataset"]][r["seed"]].append(
@@ -49,13 +55,14 @@ def transfer_matrix(records: list[Record], method: str, model: str, shots: int |
 
     Returns (matrix, notes); a cell whose column has no zero-shot reference is NaN and named in the notes.
     """
-    zs = zeroshot_reference(records, model)
+    mine = [rec for rec in records
+            if (rec.run["setting"], rec.run["method"], rec.run["model"], rec.run["shots"]) ==
+            ("fewshot", method, model, shots)]
+    zs = zeroshot_reference(records, model, mine[0].prompt if mine else "eval")
     diffs: dict[tuple[str, str], list[float]] = defaultdict(list)
     missing = set()
-    for rec in records:
+    for rec in mine:
         r = rec.run
-        if (r["setting"], r["method"], r["model"], r["shots"]) != ("fewshot", method, model, shots):
-            continue
         for ev in rec.evals:
             if ev["split"] != "test":
                 continue

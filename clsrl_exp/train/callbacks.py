@@ -1,4 +1,4 @@
-"""Trainer callbacks: wall time that survives resume, and a held-out accuracy curve during training."""
+"""Trainer callbacks: wall time that survives resume, every logged step on disk, held-out accuracy during training."""
 
 from __future__ import annotations
 
@@ -31,6 +31,29 @@ class WallClock(TrainerCallback):
         self.state_file.write_text(json.dumps({"wall_s": self.wall_s, "step": state.global_step}))
 
 
+class LogHistory(TrainerCallback):
+    """Every log entry (loss, rewards, KL, lengths per logged step) appended to a JSONL file on rank 0, so a flat
+    reward curve is visible without a tracker. On resume, entries after the resumed checkpoint's step are dropped
+    first (they are logged again)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kw):
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= state.global_step]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": state.epoch, **logs}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row, default=float) + "\n")
+
+
 class AccuracyCurve(TrainerCallback):
     """Greedy held-out accuracy every `every` optimizer steps (and before the first), on the live model."""
 
@@ -54,6 +77,35 @@ class AccuracyCurve(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self._measure(state.global_step, model)
+
+
+def accuracy_curve(tasks, processor, *, every: int, limit: int, image_size: int, batch_size: int,
+                   max_new_tokens: int, scratch: Path) -> AccuracyCurve:
+    """An `AccuracyCurve` that scores the live model greedily (HF generate) on the first `limit` items of each
+    evaluation task, with the task's own prompt; `scratch` holds a throw-away prediction log."""
+    from clsrl_exp.evaluate import PredictionLog, evaluate_set
+    from clsrl_exp.generation.hf import HFGenerator
+
+    def measure(model) -> list[dict]:
+        gen = HFGenerator(model=model, processor=processor, max_new_tokens=max_new_tokens, greedy=True,
+                          num_workers=0)
+        out = []
+        for task in tasks:
+            scratch.unlink(missing_ok=True)
+            entry = evaluate_set(gen, processor, task, PredictionLog(scratch), image_size=image_size,
+                                 batch_size=batch_size, limit=limit, progress=False)
+            scratch.unlink(missing_ok=True)
+            out.append({"dataset": entry.dataset, "split": entry.split, "prompt_variant": entry.prompt_variant,
+                        "accuracy": entry.accuracy})
+        return out
+
+    return AccuracyCurve(measure, every)
+
+
+def last_log(history: list[dict]) -> dict:
+    """The last logged training metrics (numbers only) for the record."""
+    last = next((h for h in reversed(history) if "loss" in h or "reward" in h), history[-1] if history else {})
+    return {k: v for k, v in last.items() if isinstance(v, (int, float))}
 
 
 def mean_completion_tokens(log_history: list[dict]) -> float | None:

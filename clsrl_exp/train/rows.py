@@ -1,7 +1,8 @@
 """Dataset rows handed to TRL: conversational `prompt`, `image`, `label` (class name) and `id`.
 
-Images stay paths in the table and are opened and resized (image_size, LANCZOS) only when a row is read, so a
-16-shot ImageNet train set never sits decoded in memory.
+Prompts come from `clsrl_exp.prompts` (the only place a prompt is assembled). Images stay paths in the table and are
+opened and resized (image_size, LANCZOS) only when a row is read, so a 16-shot ImageNet train set never sits
+decoded in memory.
 """
 
 from __future__ import annotations
@@ -9,24 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from clsrl_exp.config import MethodConfig
-from clsrl_exp.prompts import fill, problem_text
-
-
-def prompt_text(template: str, question: str, options: Sequence[str]) -> str:
-    return fill(template, problem_text(question, options))
-
-
-def chat_prompt(text: str, method: MethodConfig) -> list[dict]:
-    """GRPO prompt messages. Image-first prompts keep plain string content: TRL inserts the image block before
-    the text itself (trl_notes 1.2); text-first prompts carry an explicit placeholder after the text."""
-    messages = []
-    if method.system_prompt:
-        messages.append({"role": "system", "content": method.system_prompt})
-    if method.image_first:
-        messages.append({"role": "user", "content": text})
-    else:
-        messages.append({"role": "user", "content": [{"type": "text", "text": text}, {"type": "image"}]})
-    return messages
+from clsrl_exp.prompts import grpo_messages, prompt_text, sft_messages
 
 
 def _lazy_images(dataset, image_size: int, key: str, cache_size: int = 256):
@@ -51,21 +35,11 @@ def grpo_dataset(examples, method: MethodConfig, question: str, image_size: int)
 
     rows = {"prompt": [], "image": [], "label": [], "id": []}
     for ex in examples:
-        rows["prompt"].append(chat_prompt(prompt_text(method.train_template, question, ex.options), method))
+        rows["prompt"].append(grpo_messages(prompt_text(method.train_template, question, ex.options), method))
         rows["image"].append(ex.image_path)
         rows["label"].append(ex.label)
         rows["id"].append(ex.id)
     return _lazy_images(Dataset.from_dict(rows), image_size, "image")
-
-
-def sft_prompt(text: str, method: MethodConfig) -> list[dict]:
-    """SFT prompt messages with an explicit image placeholder where the method puts the image."""
-    messages = []
-    if method.system_prompt:
-        messages.append({"role": "system", "content": [{"type": "text", "text": method.system_prompt}]})
-    parts = [{"type": "image"}, {"type": "text", "text": text}]
-    messages.append({"role": "user", "content": parts if method.image_first else parts[::-1]})
-    return messages
 
 
 def sft_dataset(rows: Sequence[tuple], image_size: int):
@@ -84,5 +58,5 @@ def sft_dataset(rows: Sequence[tuple], image_size: int):
 
 def sft_rows(examples, method: MethodConfig, question: str) -> list[tuple]:
     """The SFT baseline's rows: the method's prompt and its target template filled with the label."""
-    return [(ex, sft_prompt(prompt_text(method.train_template, question, ex.options), method),
+    return [(ex, sft_messages(prompt_text(method.train_template, question, ex.options), method),
              method.target_template.replace("{label}", ex.label)) for ex in examples]

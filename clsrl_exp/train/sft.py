@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from clsrl_exp.config import RunConfig
-from clsrl_exp.train.grpo import Device, batch_plan, common_args, merge_extra
+from clsrl_exp.runtime import Device
+from clsrl_exp.train.common import batch_plan, common_args, merge_extra
 from clsrl_exp.train.optim import MasterWeightsMixin
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from clsrl_exp.config import RunConfig, dataset_config, method_config
-from clsrl_exp.models import file_lock, load_processor, spec_hash
-from clsrl_exp.train.grpo import Device
+from clsrl_exp.fileio import file_lock, spec_hash
+from clsrl_exp.models import load_processor
+from clsrl_exp.runtime import Device
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ def warm_examples(run: RunConfig):
 
 def warm_start(run: RunConfig, base_path: str, device: Device) -> str:
     """Return the path of the warm-started model, building it once (file lock) if needed."""
-    from clsrl_exp.train.rows import prompt_text, sft_dataset, sft_prompt
+    from clsrl_exp.prompts import prompt_text, sft_messages
+    from clsrl_exp.train.rows import sft_dataset
     from clsrl_exp.train.sft import make_sft_trainer
 
     ws = run.model.warm_start
@@ -53,7 +55,7 @@ def warm_start(run: RunConfig, base_path: str, device: Device) -> str:
         if (out / "config.json").exists():
             return str(out)
         triples = warm_examples(run)
-        rows = [(ex, sft_prompt(prompt_text(m.train_template, q, ex.options), m), target)
+        rows = [(ex, sft_messages(prompt_text(m.train_template, q, ex.options), m), target)
                 for ex, m, q, target in triples]
         dataset = sft_dataset(rows, run.model.image_size)
         processor = load_processor(base_path, run.model)
