@@ -9,6 +9,7 @@ registers the config resolvers (`clsrl_exp.resolvers`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vesp
 SCALE_REWARDS = ("group", "batch", "none")
 TRAINERS = ("none", "grpo", "sft")
 SETTINGS = ("fewshot", "base2new")
+STEP_RULES = ("official", "trl")
 PROMPT_VARIANTS = ("eval", "train")  # the method's eval template (official eval scripts) | its train template
 
 
@@ -103,6 +105,7 @@ class DatasetConfig:
     split_file: str | None = None  # under dataset_dir
     question: str = MISSING  # paper.md 1.1
     epochs: int = 50  # paper.md 3.1: ImageNet 10, SUN397 25, EuroSAT 100, others 50
+    num_classes: int | None = None  # declared class count (paper Table 8): step counts known before data is read
     classnames: ClassNames = field(default_factory=ClassNames)
     synthetic: SyntheticSpec | None = None  # generated on first use into the same layout
 
@@ -176,6 +179,21 @@ class TrainConfig:
     max_completion_length: int = 1024
     epsilon: float = 0.2
     mask_truncated_completions: bool = False
+    # the rest of TRL 1.16's objective-relevant GRPOConfig fields, set explicitly (conf/train/grpo.yaml says why)
+    use_bias_correction_kl: bool = False
+    importance_sampling_level: str = "token"
+    epsilon_high: float | None = None
+    delta: float | None = None
+    top_entropy_quantile: float = 1.0
+    entropy_coef: float = 0.0
+    use_adaptive_entropy: bool = False
+    off_policy_mask_threshold: float | None = None
+    multi_objective_aggregation: str = "sum_then_normalize"
+    shuffle_dataset: bool = True
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    sync_ref_model: bool = False
+    step_rule: str = "official"  # official: ceil(N / prompts_per_step) steps per epoch; trl: TRL's floor(N / ...)
     log_completions: bool = False
     shuffle_reward_labels: bool = False  # control: permute labels across training examples (rewards carry no signal)
     # SFT
@@ -340,6 +358,8 @@ def validate(run: RunConfig) -> None:
                 raise ConfigError(f"reward '{r.name}' of method '{m.name}' cannot be loaded: {msg}") from None
         if t.max_completion_length < 1:
             raise ConfigError("train.max_completion_length must be >= 1")
+        if t.step_rule not in STEP_RULES:
+            raise ConfigError(f"train.step_rule must be one of {STEP_RULES} (got '{t.step_rule}')")
     if t.kind == "sft" and not m.target_template:
         raise ConfigError(f"method '{m.name}' trains with SFT but has no method.target_template")
     if t.prompts_per_step < 1 or t.micro_batch_size < 1:
@@ -361,6 +381,48 @@ def validate(run: RunConfig) -> None:
         raise ConfigError(f"model '{run.model.name}' has neither model.path nor a model.tiny build spec")
     if run.model.min_pixels > run.model.max_pixels:
         raise ConfigError("model.min_pixels must be <= model.max_pixels")
+
+
+# ----------------------------------------------------------------------------------------------------- steps
+def steps_per_epoch(n_prompts: int, prompts_per_step: int, rule: str = "official") -> int:
+    """Optimizer steps in one pass over `n_prompts` training prompts.
+
+    `official`: ceil(N / P). The official runs (8 GPUs x 1 prompt, gradient accumulation 2, so P = 16) padded the
+    last batch by wrapping around the shuffled epoch (accelerate / DistributedSampler) and made ceil(ceil(N/8)/2)
+    steps per epoch, which equals ceil(N/16) for every N (paper.md 3.1 table). `trl`: TRL 1.16's RepeatSampler drops
+    the last incomplete group: floor(N / P) (zero when N < P).
+
+    >>> steps_per_epoch(40, 16), steps_per_epoch(40, 16, "trl"), steps_per_epoch(8, 16), steps_per_epoch(8, 16, "trl")
+    (3, 2, 1, 0)
+    """
+    return -(-n_prompts // prompts_per_step) if rule == "official" else n_prompts // prompts_per_step
+
+
+def training_classes(setting: SettingConfig, num_classes: int) -> int:
+    """Classes the training set covers: all of them, or the base half in base-to-new.
+
+    >>> training_classes(SettingConfig(name="base2new", base_split="floor"), 47)
+    23
+    """
+    if setting.name == "base2new":
+        return num_classes // 2 if setting.base_split == "floor" else -(-num_classes // 2)
+    return num_classes
+
+
+def planned_steps(run: RunConfig, num_classes: int | None = None) -> int | None:
+    """Optimizer steps this run will make: `train.max_steps` if set, else epochs x steps per epoch over shots x
+    training classes (`dataset.num_classes` unless given); None without training or without a class count."""
+    t = run.train
+    if t.kind == "none":
+        return None
+    if t.max_steps > 0:
+        return t.max_steps
+    c = num_classes or run.dataset.num_classes
+    if not c:
+        return None
+    rule = t.step_rule if t.kind == "grpo" else "official"  # SFT's dataloader keeps the last partial batch
+    per_epoch = steps_per_epoch(run.shots * training_classes(run.setting, c), t.prompts_per_step, rule)
+    return math.ceil(t.epochs * per_epoch)  # as transformers: ceil(num_train_epochs x steps per epoch)
 
 
 # ----------------------------------------------------------------------------------------------------- batch

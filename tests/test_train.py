@@ -289,3 +289,34 @@ def test_extra_trl_arguments_merge_into_model_init_kwargs(session_root):
                         session_root)
     args, _ = grpo_config(run, Device(cuda=False), str(session_root / "x"), "hf", ["none"])
     assert args.model_init_kwargs == {"dtype": "float32", "attn_implementation": "sdpa", "low_cpu_mem_usage": True}
+
+
+# ------------------------------------------------------------------------------------------------- curve
+def test_an_accuracy_curve_does_not_change_what_is_trained(session_root, tiny_path, setup, tmp_path):
+    """Held-out accuracy measured during training (eval.curve_every) leaves every random generator as it found it:
+    the same two GRPO steps (rewards, losses) with and without it."""
+    from clsrl_exp.data import eval_sets
+    from clsrl_exp.evaluate import EvalTask
+    from clsrl_exp.prompts import eval_prompt
+    from clsrl_exp.train.callbacks import accuracy_curve
+
+    def length_reward(completions, **kw):  # varies within a group, so the steps change the weights
+        return [float(len(c[0]["content"]) % 3) for c in completions]
+
+    history = {}
+    for curve in (False, True):
+        torch.manual_seed(0)
+        trainer, _ = _grpo_trainer("nothink", session_root, tiny_path, setup, tmp_path / str(curve),
+                                   reward_funcs=[length_reward])
+        if curve:
+            run = _rl_run("nothink", session_root)
+            (es,) = eval_sets(run, run.dataset)
+            task = EvalTask(es, "eval", eval_prompt(run.method, "test", "eval"), "h")
+            cb = accuracy_curve([task], setup[0], every=1, limit=4, image_size=56, batch_size=4, max_new_tokens=2,
+                                scratch=tmp_path / "curve.jsonl")
+            trainer.add_callback(cb)
+        trainer.train()
+        history[curve] = [(h.get("loss"), h.get("reward")) for h in trainer.state.log_history if "loss" in h]
+        if curve:
+            assert [p["step"] for p in cb.points] == [0, 1, 2]
+    assert history[True] == history[False] and len(history[False]) == 2

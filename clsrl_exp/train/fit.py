@@ -13,7 +13,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from clsrl_exp.config import RunConfig
+from clsrl_exp.config import RunConfig, steps_per_epoch
 from clsrl_exp.fileio import atomic_write_json
 from clsrl_exp.runtime import Device
 from clsrl_exp.schema import CHECKPOINT_DIR, LOG_HISTORY_FILE, TRAIN_FILE, TRAINER_DIR, TrainSummary
@@ -81,6 +81,10 @@ def fit(run: RunConfig, model_path: str, processor, examples, device: Device, ro
 
         trainer = make_sft_trainer(run, model_path, processor, sft_dataset(sft_rows(examples, run.method, q), img),
                                    device, str(trainer_dir), report_to, callbacks)
+    per_epoch = steps_per_epoch(len(examples), run.train.prompts_per_step,
+                                run.train.step_rule if run.train.kind == "grpo" else "official")
+    log.info("training on %d examples: %d optimizer steps per epoch, %s", len(examples), per_epoch,
+             f"max_steps {run.train.max_steps}" if run.train.max_steps > 0 else f"{run.train.epochs} epochs")
     resume = last_checkpoint(trainer_dir)
     if resume:
         log.info("resuming training from %s", resume)
