@@ -62,6 +62,14 @@ TRAIN = {
         "<think> </think> and final answer in <answer> </answer> tags.<|im_end|>\n<|im_start|>assistant\n"
     ),
     "adaptive": ADAPTIVE,
+    # no official code: the paper's instruction (App. E), placed as grpo.py places CLS-RL's ("\n Please ...")
+    "think-after-answer": (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>What type of texture is in the photo?\n"
+        "Please choose one from list [ banded, zigzagged, marbled].\n Please first output the answer in "
+        "<answer> </answer> tags and then output a brief reasoning process in <reason> </reason> tags."
+        "<|im_end|>\n<|im_start|>assistant\n"
+    ),
 }
 # Evaluation prompts (paper.md 1.3: the eval scripts' wording; " Please directly output the answer name.").
 EVAL = {
@@ -96,6 +104,13 @@ EVAL = {
         "<think> </think> and final answer in <answer> </answer> tags.<|im_end|>\n<|im_start|>assistant\n"
     ),
     ("adaptive", "test"): ADAPTIVE,  # no official eval script: its training prompt
+    ("think-after-answer", "test"): (  # no official eval script: placed as the eval scripts place CLS-RL's
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>What type of texture is in the photo?\n"
+        "Please choose one from list [ banded, zigzagged, marbled]. Please first output the answer in "
+        "<answer> </answer> tags and then output a brief reasoning process in <reason> </reason> tags."
+        "<|im_end|>\n<|im_start|>assistant\n"
+    ),
     ("sft", "test"): SFT_PROMPT,  # the SFT prompt (system turn, text then image)
 }
 
@@ -116,7 +131,7 @@ def settings(session_root):
 @pytest.fixture(scope="module")
 def methods(session_root):
     return {m: run_config([*TINY, f"method={m}"], session_root)[0].method
-            for m in ("zeroshot", "sft", "clsrl", "nothink", "adaptive")}
+            for m in ("zeroshot", "sft", "clsrl", "nothink", "adaptive", "think-after-answer")}
 
 
 def _example(split: str = "test") -> Example:
