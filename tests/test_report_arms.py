@@ -142,7 +142,7 @@ def test_7b_rows_sit_beside_tables_7_12(report):
     wide = tables.fewshot_wide(fs, M7B, 4)
     order = list(wide["method"])
     assert order.index("clsrl") < order.index("think-after-answer") < order.index("nothink") < order.index(
-        "adaptive")  # our order: Table 5's methods, the 7B-only arms after
+        "adaptive")  # clsrl_exp.report.paper.METHODS order
     assert _row(wide, method="think-after-answer (paper)")["stanford_cars"] == 89.32
 
 
