@@ -207,21 +207,27 @@ COLUMNS = ["model", "setting", "shots", "method", "dataset", "split", "n_seeds",
            "n_no_class", "n_unanalysed"]
 
 
-def _prediction_rows(run_dir: Path, cache: dict) -> list[dict]:
-    """The lines of a run directory's prediction log that hold a think block (read once per directory)."""
-    if run_dir not in cache:
+def _prediction_rows(run_dir: Path, dataset: str, cache: dict) -> list[dict]:
+    """The lines of a run directory's prediction log on `dataset` that hold a think block. Only the directory read
+    last is kept (the records of one directory, one per prompt variant, come one after the other)."""
+    key = (run_dir, dataset)
+    if key not in cache:
+        cache.clear()
         rows = []
         path = run_dir / PREDICTIONS_FILE
         if path.exists():
             with open(path, encoding="utf-8") as fh:
                 for line in fh:
-                    if "<think>" in line:  # cheap filter before parsing: most lines of a no-think run have none
-                        try:
-                            rows.append(json.loads(line))
-                        except ValueError:
-                            continue  # a torn last line
-        cache[run_dir] = rows
-    return cache[run_dir]
+                    if "<think>" not in line:  # cheap filter before parsing: most lines of a no-think run have none
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue  # a torn last line
+                    if row.get("dataset") == dataset:
+                        rows.append(row)
+        cache[key] = rows
+    return cache[key]
 
 
 def _rows_of(ev: dict, rows: list[dict]) -> list[dict]:
@@ -242,11 +248,11 @@ def consistency_table(records: list[Record]) -> pd.DataFrame:
     the think names no class, and the answer accuracy (lenient, %) in each group. Lines without the options they
     were shown (logs written before options were recorded) are counted in `n_unanalysed`."""
     counts: dict[tuple, dict] = defaultdict(lambda: {"seeds": set(), **{g: [0, 0] for g in GROUPS}, "skip": 0})
-    cache: dict[Path, list[dict]] = {}
+    cache: dict[tuple, list[dict]] = {}
     finders: dict[frozenset, ClassFinder] = {}
     for rec in records:
         r = rec.run
-        rows = _prediction_rows(Path(rec.path).parent, cache)
+        rows = _prediction_rows(Path(rec.path).parent, r["dataset"], cache)
         for ev in rec.evals:
             if ev["dataset"] != r["dataset"]:
                 continue
