@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from clsrl_exp.config import DatasetConfig, RunConfig, dataset_config
+from clsrl_exp.config import DatasetConfig, RunConfig, dataset_config, method_config
 from clsrl_exp.grids import dataset_list
 from clsrl_exp.identity import eval_hash, eval_identity, train_hash
-from clsrl_exp.prompts import PromptSpec, eval_prompt
+from clsrl_exp.prompts import PROMPT_VARIANTS, PromptSpec, eval_prompt
 from clsrl_exp.schema import Record, read_record
 
-SETTING_SPLITS = {"fewshot": ("test",), "base2new": ("base", "new")}
+SETTING_SPLITS = {"fewshot": ("test",), "base2new": ("base", "new"), "open": ("test",)}
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class EvalSpec:
 
 
 def eval_splits(setting: str) -> tuple[str, ...]:
-    """The evaluation splits of a setting: few-shot `test`; base-to-new `base` and `new` (separate label spaces)."""
+    """The evaluation splits of a setting: few-shot and open-set `test`; base-to-new `base` and `new` (separate
+    label spaces)."""
     return SETTING_SPLITS[setting]
 
 
@@ -50,16 +51,25 @@ def eval_dataset_names(run: RunConfig) -> list[str]:
     return list(d)
 
 
+def prompt_variant(run: RunConfig) -> str:
+    """`eval.prompt` as recorded: the run's own method name is its default prompt (`eval`)."""
+    return "eval" if run.eval.prompt == run.method.name else run.eval.prompt
+
+
 def requested_evals(run: RunConfig, thash: str) -> list[EvalSpec]:
-    """Every evaluation this cell asks for, with its identity and hash."""
+    """Every evaluation this cell asks for, with its identity and hash. The identity holds the whole prompt
+    (template, system turn, image position, prefill), so each prompt variant is an evaluation of its own."""
+    variant = prompt_variant(run)
+    other = method_config(variant) if variant not in PROMPT_VARIANTS else None  # cross-prompt
     out = []
     for name in dict.fromkeys(eval_dataset_names(run)):
         ds = run.dataset if name == run.dataset.name else dataset_config(name)
         for split in eval_splits(run.setting.name):
-            prompt = eval_prompt(run.method, split, run.eval.prompt)
+            prompt = eval_prompt(run.method, split, variant, setting=run.setting.name, other=other,
+                                 empty_think=run.eval.empty_think)
             ident = eval_identity(thash, asdict(ds), split, asdict(prompt), asdict(run.setting), run.seed,
                                   asdict(run.eval), asdict(run.data))
-            out.append(EvalSpec(ds, split, run.eval.prompt, prompt, eval_hash(ident), ident))
+            out.append(EvalSpec(ds, split, variant, prompt, eval_hash(ident), ident))
     return out
 
 

@@ -19,15 +19,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from clsrl_exp import resolvers  # noqa: F401  (registers ${clsrl_run:} and friends before Hydra composes)
 from clsrl_exp.errors import ConfigError
+from clsrl_exp.prompts import PROMPT_VARIANTS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16 (trap T12)
 SCALE_REWARDS = ("group", "batch", "none")
 TRAINERS = ("none", "grpo", "sft")
-SETTINGS = ("fewshot", "base2new")
+SETTINGS = ("fewshot", "base2new", "open")
 STEP_RULES = ("official", "trl")
-PROMPT_VARIANTS = ("eval", "train")  # the method's eval template (official eval scripts) | its train template
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -104,10 +104,21 @@ class DatasetConfig:
     image_dir: str = ""  # folder under dataset_dir that split paths are relative to ("" = dataset_dir)
     split_file: str | None = None  # under dataset_dir
     question: str = MISSING  # paper.md 1.1
+    open_question: str | None = None  # setting=open (no option list): the official open-set domain question
+    # (paper.md 1.3); null = `question`. Identity only in setting=open (clsrl_exp.identity)
     epochs: int = 50  # paper.md 3.1: ImageNet 10, SUN397 25, EuroSAT 100, others 50
     num_classes: int | None = None  # declared class count (paper Table 8): step counts known before data is read
     classnames: ClassNames = field(default_factory=ClassNames)
     synthetic: SyntheticSpec | None = None  # generated on first use into the same layout
+
+    def question_in(self, setting: str) -> str:
+        """The question a prompt asks in `setting`: open-set asks `open_question` when the dataset has one.
+
+        >>> ds = DatasetConfig(name="f", dataset_dir="f", question="What type of object?", open_question="Flower?")
+        >>> ds.question_in("fewshot"), ds.question_in("open"), DatasetConfig(question="Q?").question_in("open")
+        ('What type of object?', 'Flower?', 'Q?')
+        """
+        return self.open_question if setting == "open" and self.open_question else self.question
 
 
 @dataclass
@@ -119,11 +130,14 @@ class DataConfig:
 
 @dataclass
 class SettingConfig:
-    name: str = "fewshot"
-    option_fraction: float = 0.4  # few-shot 40% of classes, base-to-new 80% (paper.md 1.1)
+    name: str = "fewshot"  # fewshot | base2new | open (no option list)
+    option_fraction: float = 0.4  # few-shot 40% of classes, base-to-new 80% (paper.md 1.1); open: unused
     option_all_below: int = 30  # fewer than this many options -> use all classes
     option_cap: int = 100
     base_split: str = "floor"  # floor (CLS-RL data) | ceil (CoCoOp)
+    # keyword arguments offered to every reward of the method that names them as parameters (the method's own
+    # kwargs win), e.g. open-set's underscore_retry (clsrl_exp.rewards.get_reward)
+    reward_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------------- method
@@ -140,7 +154,7 @@ class RewardSpec:
 class MethodConfig:
     name: str = MISSING
     train_template: str = "{question}"
-    eval_templates: dict[str, str] = field(default_factory=dict)  # keys: default, and optionally test/base/new
+    eval_templates: dict[str, str] = field(default_factory=dict)  # default, + a setting (open) or split (base) key
     system_prompt: str | None = None
     image_first: bool = True
     target_template: str | None = None  # SFT target
@@ -223,7 +237,8 @@ class EvalConfig:
     greedy: bool = True
     datasets: Any = None  # None = the run's dataset; a list of dataset options; or "all"
     all_datasets: Any = "paper"  # eval.datasets=all: a dataset list name of clsrl_exp.grids, or a list
-    prompt: str = "eval"  # eval = the method's eval template (official eval scripts); train = its train template
+    prompt: str = "eval"  # eval | train | empty-think | <method name> (clsrl_exp.prompts.eval_prompt)
+    empty_think: str = "<think></think>"  # eval.prompt=empty-think: prefilled at the start of the reply
     limit: int | None = None  # score only the first N items per eval set (debugging)
     cache_zeroshot: bool = True
     curve_every: int = 0  # > 0: held-out accuracy every N optimizer steps during training (train.curve)
@@ -352,7 +367,7 @@ def validate(run: RunConfig) -> None:
 
         for r in m.rewards:
             try:
-                get_reward(r.name, r.kwargs)
+                get_reward(r.name, r.kwargs, offered=run.setting.reward_kwargs)
             except Exception as e:  # noqa: BLE001 - unknown key, import error, bad kwargs: one message
                 msg = e.args[0] if isinstance(e, KeyError) and e.args else e
                 raise ConfigError(f"reward '{r.name}' of method '{m.name}' cannot be loaded: {msg}") from None
@@ -372,7 +387,14 @@ def validate(run: RunConfig) -> None:
         except (KeyError, ImportError) as e:
             raise ConfigError(e.args[0] if e.args else str(e)) from None
     if run.eval.prompt not in PROMPT_VARIANTS:
-        raise ConfigError(f"eval.prompt must be one of {PROMPT_VARIANTS} (got '{run.eval.prompt}')")
+        try:
+            method_config(run.eval.prompt)  # cross-prompt: another method's eval prompt
+        except ConfigError as e:
+            raise ConfigError(f"eval.prompt must be one of {', '.join(PROMPT_VARIANTS)} or a method option name "
+                              f"(got '{run.eval.prompt}'): {e}") from None
+    if run.eval.prompt == "empty-think" and not run.eval.empty_think:
+        raise ConfigError("eval.prompt=empty-think needs eval.empty_think (the text the reply starts with), e.g. "
+                          "eval.empty_think='<think></think>'")
     if run.eval.batch_size < 1:
         raise ConfigError(f"eval.batch_size must be >= 1 (got {run.eval.batch_size})")
     if "default" not in m.eval_templates:

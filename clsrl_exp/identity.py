@@ -29,6 +29,21 @@ from clsrl_exp.plugins import file_of
 NON_TRAINING = ("hydra", "paths", "logger", "data", "eval", "run_dir", "sweep_name")
 # evaluation settings that change predictions (eval.batch_size, eval.datasets and the curve settings do not)
 EVAL_KEYS = ("backend", "max_new_tokens", "greedy", "limit")
+# dataset keys used by one setting only: left out of both identities elsewhere, so the other settings' hashes do
+# not depend on them (a dataset gaining an open-set question keeps its few-shot and base-to-new runs)
+SETTING_ONLY_DATASET_KEYS = {"open_question": "open"}
+
+
+def _dataset_for(dataset: dict, setting: str | None) -> dict:
+    """The dataset config without the keys that do not apply to `setting`.
+
+    >>> _dataset_for({"name": "f", "open_question": "Flower?"}, "fewshot"), _dataset_for({"name": "f"}, "open")
+    ({'name': 'f'}, {'name': 'f'})
+    >>> _dataset_for({"name": "f", "open_question": "Flower?"}, "open")
+    {'name': 'f', 'open_question': 'Flower?'}
+    """
+    only = SETTING_ONLY_DATASET_KEYS
+    return {k: v for k, v in dataset.items() if k not in only or (only[k] == setting and v is not None)}
 
 
 def _file_sha(path) -> str | None:
@@ -45,6 +60,8 @@ def train_identity(container: dict) -> dict:
     same model. A reward loaded from a user file adds that file's content hash, so editing it retrains.
     """
     ident = json.loads(json.dumps({k: v for k, v in container.items() if k not in NON_TRAINING}, default=str))
+    if isinstance(ident.get("dataset"), dict):
+        ident["dataset"] = _dataset_for(ident["dataset"], (ident.get("setting") or {}).get("name"))
     method = ident.get("method")
     if isinstance(method, dict):
         method.pop("eval_templates", None)
@@ -76,8 +93,10 @@ def eval_identity(train_hash_: str, dataset: dict, split: str, prompt: dict, set
                   eval_settings: dict, data: dict) -> dict:
     """What one evaluation's predictions depend on: the model (its training hash), the evaluated dataset's config
     (not its location), the split, the exact prompt (template, system turn, image position, any prefill), the
-    option-list protocol (setting, seed, whether validation images count as test) and the generation settings."""
-    ds = {k: v for k, v in copy.deepcopy(dataset).items() if k not in ("epochs",)}
+    option-list protocol (setting, seed, whether validation images count as test) and the generation settings.
+    The setting's `reward_kwargs` shape training only (the model hash holds them)."""
+    ds = {k: v for k, v in _dataset_for(copy.deepcopy(dataset), setting.get("name")).items() if k not in ("epochs",)}
+    setting = {k: v for k, v in setting.items() if k != "reward_kwargs"}
     return {"model": train_hash_, "dataset": ds, "split": split, "prompt": prompt, "setting": setting,
             "seed": seed, "generation": {k: eval_settings.get(k) for k in EVAL_KEYS},
             "include_val_in_test": data.get("include_val_in_test", False)}

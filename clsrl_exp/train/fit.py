@@ -67,7 +67,7 @@ def fit(run: RunConfig, model_path: str, processor, examples, device: Device, ro
                                max_new_tokens=run.eval.max_new_tokens, scratch=trainer_dir / "curve_tmp.jsonl")
         callbacks.append(curve)
 
-    q, img = run.dataset.question, run.model.image_size
+    q, img = run.dataset.question_in(run.setting.name), run.model.image_size
     if run.train.shuffle_reward_labels:
         examples = shuffled_labels(examples, run.seed)
         log.warning("control run: training labels are permuted across examples, rewards carry no label information")

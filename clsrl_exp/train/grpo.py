@@ -87,8 +87,9 @@ def _rollout(rollout: type[Rollout] | str) -> type[Rollout]:
 
 
 def reward_functions(run: RunConfig) -> list:
-    """The method's rewards (registry keys or import paths, kwargs bound), in the order of `reward_weights`."""
-    return [get_reward(r.name, r.kwargs) for r in run.method.rewards]
+    """The method's rewards (registry keys or import paths, kwargs bound, plus the setting's `reward_kwargs` where a
+    reward names them), in the order of `reward_weights`."""
+    return [get_reward(r.name, r.kwargs, offered=run.setting.reward_kwargs) for r in run.method.rewards]
 
 
 def make_grpo_trainer(run: RunConfig, model_path: str, processor, train_dataset, device: Device, output_dir: str,
@@ -114,7 +115,7 @@ def check_rollout_inputs(run: RunConfig, rollout: type[Rollout], model_path: str
     the training examples and a sample of every eval set, before training starts."""
     from clsrl_exp.prompts import grpo_messages, prompt_text
 
-    pairs = [(run.dataset.question, ex) for ex in examples]
+    pairs = [(run.dataset.question_in(run.setting.name), ex) for ex in examples]
     pairs += [(s.question, ex) for s in eval_sets for ex in s.examples[:256]]
     texts = [grpo_messages(prompt_text(run.method.train_template, q, ex.options), run.method) for q, ex in pairs]
     rollout.check_inputs(run, model_path, processor, texts, [ex.image_path for _, ex in pairs])
