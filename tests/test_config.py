@@ -7,6 +7,7 @@ Options are discovered from the files on disk, so a new or broken config file ge
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,7 @@ def test_derive_batch_rejects_uneven_world_sizes(world_size):
     (["method=sft", "method.target_template=null"], "target_template"),
     (["eval.backend=bogus"], "eval.backend"),
     (["eval.prompt=bogus"], "eval.prompt"),
+    (["method=nothink", "train.image_cache_mb=-1"], "train.image_cache_mb"),
 ])
 def test_bad_values_raise_a_config_error_naming_the_key(overrides, key, root):
     with pytest.raises(ConfigError) as err:
@@ -221,7 +223,8 @@ def test_result_relevant_changes_change_the_identity(change, root):
     assert h1 != h0 and d1 != d0
 
 
-@pytest.mark.parametrize("change", ["eval.batch_size=7", "logger=wandb", "logger=none", "paths.runs=/elsewhere/runs"])
+@pytest.mark.parametrize("change", ["eval.batch_size=7", "logger=wandb", "logger=none", "paths.runs=/elsewhere/runs",
+                                    "train.image_cache=false", "train.image_cache_mb=0"])
 def test_non_identity_changes_keep_the_identity(change, root):
     d0, h0 = _dir(BASE, root)
     d1, h1 = _dir([*BASE, change], root)
@@ -247,6 +250,15 @@ def test_evaluation_changes_keep_the_trained_model_and_change_the_evaluations(ch
         assert len(own1) == 2
     else:
         assert own1[("synthetic-colors", "test")] != own0[("synthetic-colors", "test")]
+
+
+def test_the_image_cache_settings_keep_existing_run_directories(root):
+    """Runs trained before the cache existed (no train.image_cache keys) keep their hash."""
+    _, container = cached_run_config(BASE, root)
+    before = copy.deepcopy(container)
+    for key in ("image_cache", "image_cache_mb"):
+        del before["train"][key]
+    assert train_hash(before) == train_hash(container)
 
 
 def test_output_root_moves_the_dir_but_keeps_the_hash(tmp_path, root):
