@@ -59,9 +59,13 @@ def test_cached_path_feeds_identical_prompt_ids_and_pixels(processor):
     cold = trl_step(twin, rows)  # first sight: generation call computes, scoring call reuses
     assert same_inputs(plain, cold)
     assert (cache.computed, cache.reused, cache.passed) == (4, 2 * len(ORDER) - 4, 0)
+    # the scoring call gets the generation call's tensors (read-only there), and no later call shares them
+    assert cold[1]["pixel_values"] is cold[2]["pixel_values"]
     warm = trl_step(twin, _rows(images, ORDER[::-1]))  # a later epoch, another order: nothing computed
     assert same_inputs(trl_step(processor, _rows(images, ORDER[::-1])), warm)
     assert cache.computed == 4 and len(cache.entries) == 4
+    again = trl_step(twin, _rows(images, ORDER[::-1]))
+    assert again[1]["pixel_values"] is not warm[2]["pixel_values"] and same_inputs(warm, again)
     assert all(e[0].dtype == torch.float32 for e in cache.entries.values())  # kept exact, as the processor made it
 
 
