@@ -210,6 +210,8 @@ class TrainConfig:
     step_rule: str = "official"  # official: ceil(N / prompts_per_step) steps per epoch; trl: TRL's floor(N / ...)
     log_completions: bool = False
     shuffle_reward_labels: bool = False  # control: permute labels across training examples (rewards carry no signal)
+    image_cache: bool = True  # GRPO: process each training image once per run (clsrl_exp.train.imagecache); speed only
+    image_cache_mb: int = 8192  # its memory bound per process (processed + decoded images); speed only
     # SFT
     completion_only_loss: bool = False
     # passthrough for any other TRL argument (kept visible in the resolved config)
@@ -375,6 +377,9 @@ def validate(run: RunConfig) -> None:
             raise ConfigError("train.max_completion_length must be >= 1")
         if t.step_rule not in STEP_RULES:
             raise ConfigError(f"train.step_rule must be one of {STEP_RULES} (got '{t.step_rule}')")
+        if t.image_cache_mb < 0:
+            raise ConfigError(f"train.image_cache_mb must be >= 0 (got {t.image_cache_mb}); 0 keeps only the "
+                              "images of the current call, train.image_cache=false turns the cache off")
     if t.kind == "sft" and not m.target_template:
         raise ConfigError(f"method '{m.name}' trains with SFT but has no method.target_template")
     if t.prompts_per_step < 1 or t.micro_batch_size < 1:

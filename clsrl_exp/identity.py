@@ -11,8 +11,8 @@ Two identities, so a checkpoint is trained once however many times it is evaluat
   holds an entry for every evaluation it asks for; asking for more (free-lunch datasets, another prompt variant)
   evaluates only those.
 
-Where outputs and data live (`paths`, `data.root`), how runs are logged, and speed-only knobs (`eval.batch_size`)
-are never identity. Pure functions over plain containers; no import from a higher layer.
+Where outputs and data live (`paths`, `data.root`), how runs are logged, and speed-only knobs (`eval.batch_size`,
+`train.image_cache`) are never identity. Pure functions over plain containers; no import from a higher layer.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from clsrl_exp.plugins import file_of
 
 # top-level keys that never change what is trained
 NON_TRAINING = ("hydra", "paths", "logger", "data", "eval", "run_dir", "sweep_name")
+# training settings that change speed and memory only: the image cache feeds the model bit-identical inputs
+# (tests/test_imagecache.py), so turning it on or off keeps the run directory
+SPEED_ONLY_TRAIN = ("image_cache", "image_cache_mb")
 # evaluation settings that change predictions (eval.batch_size, eval.datasets and the curve settings do not)
 EVAL_KEYS = ("backend", "max_new_tokens", "greedy", "limit")
 # dataset keys used by one setting only: left out of both identities elsewhere, so the other settings' hashes do
@@ -69,6 +72,8 @@ def train_identity(container: dict) -> dict:
                  if isinstance(r, dict) and (f := file_of(str(r.get("name", ""))))}
         if files:
             ident["reward_files"] = files
+    for key in SPEED_ONLY_TRAIN:
+        (ident.get("train") or {}).pop(key, None)
     kind = (ident.get("train") or {}).get("kind")
     if kind == "none":
         for key in ("train", "shots", "rollout"):

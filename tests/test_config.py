@@ -7,6 +7,7 @@ Options are discovered from the files on disk, so a new or broken config file ge
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,7 @@ def test_derive_batch_rejects_uneven_world_sizes(world_size):
     (["eval.backend=bogus"], "eval.backend"),
     (["eval.prompt=bogus"], "eval.prompt"),
     (["eval.prompt=empty-think", "eval.empty_think="], "eval.empty_think"),
+    (["method=nothink", "train.image_cache_mb=-1"], "train.image_cache_mb"),
 ])
 def test_bad_values_raise_a_config_error_naming_the_key(overrides, key, root):
     with pytest.raises(ConfigError) as err:
@@ -222,7 +224,8 @@ def test_result_relevant_changes_change_the_identity(change, root):
     assert h1 != h0 and d1 != d0
 
 
-@pytest.mark.parametrize("change", ["eval.batch_size=7", "logger=wandb", "logger=none", "paths.runs=/elsewhere/runs"])
+@pytest.mark.parametrize("change", ["eval.batch_size=7", "logger=wandb", "logger=none", "paths.runs=/elsewhere/runs",
+                                    "train.image_cache=false", "train.image_cache_mb=0"])
 def test_non_identity_changes_keep_the_identity(change, root):
     d0, h0 = _dir(BASE, root)
     d1, h1 = _dir([*BASE, change], root)
@@ -285,6 +288,15 @@ def test_open_setting_offers_the_underscore_retry_to_the_rewards_that_take_it(ro
         assert [f([text], ["sea_lion"])[0] for f in fns] == expected
         few, _ = cached_run_config([*BASE, f"method={method}"], root)
         assert reward_functions(few)[0]([text], ["sea_lion"]) == [0.0]  # the closed set has no retry
+
+
+def test_the_image_cache_settings_keep_existing_run_directories(root):
+    """Runs trained before the cache existed (no train.image_cache keys) keep their hash."""
+    _, container = cached_run_config(BASE, root)
+    before = copy.deepcopy(container)
+    for key in ("image_cache", "image_cache_mb"):
+        del before["train"][key]
+    assert train_hash(before) == train_hash(container)
 
 
 def test_output_root_moves_the_dir_but_keeps_the_hash(tmp_path, root):

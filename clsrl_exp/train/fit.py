@@ -73,9 +73,11 @@ def fit(run: RunConfig, model_path: str, processor, examples, device: Device, ro
         log.warning("control run: training labels are permuted across examples, rewards carry no label information")
     if run.train.kind == "grpo":
         from clsrl_exp.train.grpo import make_grpo_trainer
+        from clsrl_exp.train.imagecache import decoded_cache_size
 
-        trainer = make_grpo_trainer(run, model_path, processor, grpo_dataset(examples, run.method, q, img), device,
-                                    str(trainer_dir), rollout, report_to, callbacks)
+        data = grpo_dataset(examples, run.method, q, img, decoded_cache_size(run))
+        trainer = make_grpo_trainer(run, model_path, processor, data, device, str(trainer_dir), rollout, report_to,
+                                    callbacks)
     else:
         from clsrl_exp.train.sft import make_sft_trainer
 

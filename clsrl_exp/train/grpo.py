@@ -94,9 +94,11 @@ def reward_functions(run: RunConfig) -> list:
 
 def make_grpo_trainer(run: RunConfig, model_path: str, processor, train_dataset, device: Device, output_dir: str,
                       rollout: type[Rollout] | str, report_to: list[str], callbacks=(), reward_funcs=None):
-    """Build the trainer. `reward_funcs` overrides the method's rewards (tests)."""
+    """Build the trainer. `reward_funcs` overrides the method's rewards (tests). With `train.image_cache` the trainer
+    gets a copy of `processor` that processes each training image once per run (clsrl_exp.train.imagecache)."""
     from trl import GRPOTrainer
 
+    from clsrl_exp.train.imagecache import bytes_per_image, cached_processor, capacity
     from clsrl_exp.train.sampler import OfficialStepsMixin
 
     rollout = _rollout(rollout)
@@ -105,6 +107,11 @@ def make_grpo_trainer(run: RunConfig, model_path: str, processor, train_dataset,
                    {"use_master_weights": run.train.master_weights})
     args, plan = grpo_config(run, device, output_dir, rollout, report_to)
     log.info("GRPO batch: %s; generation_batch_size %d", plan.describe(), args.generation_batch_size)
+    if run.train.image_cache:
+        n = capacity(run)
+        processor = cached_processor(processor, n)
+        log.info("image cache: up to %d training images per process (%.0f MB of %d MB; train.image_cache=false "
+                 "turns it off)", n, n * sum(bytes_per_image(run.model)) / 2**20, run.train.image_cache_mb)
     return Trainer(model=model_path, reward_funcs=reward_funcs or reward_functions(run), args=args,
                    train_dataset=train_dataset, processing_class=processor, callbacks=list(callbacks))
 
