@@ -13,7 +13,6 @@ RUNS ?= outputs
 OUT ?= outputs/report
 SWEEP ?= smoke
 export HF_HUB_OFFLINE ?= 1
-export WANDB_MODE ?= offline
 
 .PHONY: setup demo test lint report bench bench-learning bench-gpu sweep clean
 

@@ -5,8 +5,10 @@
     python -m clsrl_exp --cfg job model=qwen2vl-2b method=nothink             # print the composed config (resolved)
     python -m clsrl_exp --help                                                # config groups and options
 
-Bad input stops at start with one `error: ...` line and a non-zero exit. In a sweep, a failing cell is recorded and
-the others go on; the sweep ends with a summary and a non-zero exit if any cell failed (clsrl_exp.sweep).
+Bad input stops at start with one `error: ...` line and a non-zero exit (`clsrl_exp.preflight` checks the command
+before Hydra starts; exit codes in `clsrl_exp.errors`). In a sweep, a failing cell is recorded and the others go on;
+the sweep ends with a summary and a non-zero exit if any cell failed (clsrl_exp.sweep). SIGINT/SIGTERM stop a cell
+at its next safe point, record it `interrupted` and exit 128 + the signal number; the same command resumes it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from clsrl_exp import config  # noqa: F401  (registers the run-dir resolvers before Hydra composes)
-from clsrl_exp.errors import UserError
+from clsrl_exp.errors import CellInterrupted, UserError
 from clsrl_exp.schema import RESULT_FILE
 
 log = logging.getLogger("clsrl_exp")
@@ -43,6 +45,15 @@ def task(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return _cell(cfg)
+    except CellInterrupted as e:
+        from clsrl_exp import runtime
+        from clsrl_exp.schema import mark
+
+        if (run_dir / RESULT_FILE).exists():
+            mark(run_dir, "interrupted", str(e))
+        print(f"error: {e}", file=sys.stderr)
+        runtime.forward_stop(e.signum)  # e.g. submitit's handler: requeue the Slurm job (and exit)
+        sys.exit(e.exit_code)  # in a sweep run in this process too: the user asked to stop
     except UserError as e:
         if not multirun:
             if (run_dir / RESULT_FILE).exists():  # the cell had started: record why it stopped
@@ -77,6 +88,13 @@ def main() -> None:
         argv.remove("--raw")
     elif shows_job and "--resolve" not in argv:
         argv.append("--resolve")
+    from clsrl_exp.preflight import preflight
+
+    try:
+        preflight(argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     task()
 
 

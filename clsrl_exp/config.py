@@ -255,6 +255,7 @@ class LoggerConfig:
     mode: str = "offline"
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 60.0  # seconds W&B may take to start online before the run falls back to offline
 
 
 @dataclass
@@ -279,6 +280,7 @@ class RunConfig:
     shots: int = 4
     seed: int = 1
     sweep_name: str | None = None
+    wait_for_lock: bool = False  # another process running the same cell: wait for it instead of stopping
     run_dir: str = MISSING
 
 
@@ -297,7 +299,8 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
         run = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
-        raise ConfigError(f"invalid config value at '{key}': {e.msg if hasattr(e, 'msg') else e}") from None
+        msg = str(e.msg if hasattr(e, "msg") else e).splitlines()[0]
+        raise ConfigError(f"invalid config value at '{key}': {msg}") from None
     validate(run)
     return run
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from clsrl_exp.prompts import PromptSpec, render_chat
 from clsrl_exp.rewards import lenient_match, strict_match
+from clsrl_exp.runtime import check_stop
 from clsrl_exp.schema import EvalEntry, make_eval
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,16 @@ class PredictionLog:
                 data = data[: data.rfind(b"\n") + 1]
                 with open(self.path, "r+b") as fh:
                     fh.truncate(len(data))
-            for line in data.decode().splitlines():
+            bad = 0
+            for line in data.decode(errors="replace").splitlines():
                 if line.strip():
-                    row = json.loads(line)
-                    self.rows[self.key(row)] = row
+                    try:
+                        row = json.loads(line)
+                        self.rows[self.key(row)] = row
+                    except (ValueError, KeyError, TypeError):  # an edited or corrupted line: that item is redone
+                        bad += 1
+            if bad:
+                log.warning("%s: %d unreadable line(s) ignored; their items are scored again", self.path, bad)
 
     @staticmethod
     def key(row: dict) -> tuple:
@@ -125,6 +132,8 @@ def evaluate_set(generator, processor, task: EvalTask, log_: PredictionLog, *, i
     t0 = time.perf_counter()
     with _progress(len(items), f"eval {task.name}", progress) as bar:
         for batch_examples, inputs, bad in generator.batches(items, image_size, batch_size):
+            check_stop(f"during the evaluation of {task.name} ({len(log_.done(task.eval_hash))} items scored and "
+                       f"saved in {log_.path})")
             for ex, err in bad:
                 skipped += 1
                 if len(skipped_examples) < 5:

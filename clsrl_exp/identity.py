@@ -26,7 +26,7 @@ from clsrl_exp.fileio import spec_hash
 from clsrl_exp.plugins import file_of
 
 # top-level keys that never change what is trained
-NON_TRAINING = ("hydra", "paths", "logger", "data", "eval", "run_dir", "sweep_name")
+NON_TRAINING = ("hydra", "paths", "logger", "data", "eval", "run_dir", "sweep_name", "wait_for_lock")
 # training settings that change speed and memory only: the image cache feeds the model bit-identical inputs
 # (tests/test_imagecache.py), so turning it on or off keeps the run directory
 SPEED_ONLY_TRAIN = ("image_cache", "image_cache_mb")

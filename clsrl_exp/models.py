@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from clsrl_exp.config import ModelConfig, TinyBuild
-from clsrl_exp.fileio import file_lock, spec_hash
+from clsrl_exp.fileio import file_lock, spec_hash, use_or_rebuild
 from clsrl_exp.lengths import MERGE, PATCH
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,10 @@ def resolve_model_path(model_cfg: ModelConfig, cache_dir: str) -> str:
     """The path every component loads from: the hub id / local dir, or the cached tiny (and warm-started) build."""
     if model_cfg.path is not None:
         return model_cfg.path
-    key = spec_hash(asdict(model_cfg.tiny), model_cfg.min_pixels, model_cfg.max_pixels)
-    out = Path(cache_dir) / "models" / f"{model_cfg.name.removesuffix('-warm')}-{key}"
-    with file_lock(out.with_suffix(".lock")):
-        if not (out / "config.json").exists():
-            build_tiny(model_cfg, out)
+    spec = [asdict(model_cfg.tiny), model_cfg.min_pixels, model_cfg.max_pixels]
+    out = Path(cache_dir) / "models" / f"{model_cfg.name.removesuffix('-warm')}-{spec_hash(*spec)}"
+    with file_lock(out.with_suffix(".lock")):  # concurrent cells build it once; a corrupt copy is rebuilt
+        use_or_rebuild(out, spec, lambda folder: build_tiny(model_cfg, folder), "tiny model")
     return str(out)
 
 

@@ -8,7 +8,9 @@ in `<run_dir>/trainer/`, evaluation from `predictions.jsonl`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 
 from clsrl_exp.cells import cell_state
@@ -25,13 +27,29 @@ def missing_training(record: Record | None) -> bool:
 
 
 def run_cell(run: RunConfig, container: dict) -> dict:
+    """Run one cell (or skip it): one process per cell (a lock in the run directory), stopped gracefully by
+    SIGINT/SIGTERM at the next safe point."""
+    from clsrl_exp import runtime
+
     run_dir = Path(run.run_dir)
-    thash = train_hash(container)
-    state, record, missing = cell_state(run, container)
+    state, record, _ = cell_state(run, container)
     if state == "complete":
         log.info("skipped: %s already holds a complete result for this config", run_dir)
         return {**record.to_dict(), "cell": "skipped"}
+    runtime.check_tracker(run.logger)  # settings that cannot work stop here, before any data or model work
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    lock = runtime.cell_lock(run_dir, wait=run.wait_for_lock) if main_rank else contextlib.nullcontext()
+    with lock, runtime.stop_on_signals():
+        state, record, missing = cell_state(run, container)  # again: a process we waited for may have done it
+        if state == "complete":
+            log.info("skipped: %s was completed by another process", run_dir)
+            return {**record.to_dict(), "cell": "skipped"}
+        return _run_cell(run, container, record, missing)
 
+
+def _run_cell(run: RunConfig, container: dict, record: Record | None, missing: list) -> dict:
+    run_dir = Path(run.run_dir)
+    thash = train_hash(container)
     from clsrl_exp import generation, models, runtime
     from clsrl_exp.data import cell_data
     from clsrl_exp.evaluate import EvalTask, evaluate_tasks

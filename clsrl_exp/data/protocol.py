@@ -10,6 +10,7 @@ Caches (small JSON, relative image paths, written atomically) under `run.data.ca
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import random
@@ -23,11 +24,13 @@ from clsrl_exp.data.formats import Item, Splits, load_splits, root_path
 from clsrl_exp.data.images import image_is_readable
 from clsrl_exp.data.synthetic import ensure_synthetic
 from clsrl_exp.errors import DataError
-from clsrl_exp.fileio import atomic_write_json, read_json
+from clsrl_exp.fileio import read_sealed_json, write_sealed_json
 from clsrl_exp.prompts import option_count, option_list
 
-FEWSHOT_VERSION = 1
-EVAL_VERSION = 1
+log = logging.getLogger(__name__)
+
+FEWSHOT_VERSION = 2  # 2: sealed with a checksum of the content
+EVAL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -113,9 +116,12 @@ def sample_fewshot(items: Sequence[Item], shots: int, seed: int, classnames: Seq
 
 
 # ----------------------------------------------------------------------------------------------------- caches
-def _read_json(path: Path) -> dict | None:
-    data = read_json(path)
-    return data if isinstance(data, dict) else None
+def _read_cache(path: Path) -> dict | None:
+    """A sealed cache file's content; a truncated or edited one is reported once and rebuilt by the caller."""
+    data, why = read_sealed_json(path)
+    if why:
+        log.warning("cache file %s is rebuilt: %s", path, why)
+    return data
 
 
 def cache_root(run: RunConfig, ds: DatasetConfig) -> Path:
@@ -128,7 +134,7 @@ def fewshot_subset(run: RunConfig, ds: DatasetConfig, splits: Splits) -> list[It
     """The cached K-shot subset over all classes for (dataset, run.shots, run.seed)."""
     path = cache_root(run, ds) / "fewshot" / f"shot_{run.shots}-seed_{run.seed}.json"
     key = {"dataset": ds.name, "shots": run.shots, "seed": run.seed, "split_sha256": splits.fingerprint}
-    cached = _read_json(path) if path.exists() else None
+    cached = _read_cache(path)
     if cached and cached.get("version") == FEWSHOT_VERSION and all(cached.get(k) == v for k, v in key.items()):
         try:
             return [Item(p, int(lab), c) for p, lab, c in cached["train"]]
@@ -136,7 +142,7 @@ def fewshot_subset(run: RunConfig, ds: DatasetConfig, splits: Splits) -> list[It
             pass  # unreadable cache: rebuild it below
     subset = sample_fewshot(splits.train, run.shots, run.seed, splits.classnames)
     body = {"version": FEWSHOT_VERSION, **key, "sampler": f"random.Random('fewshot:{run.seed}').sample per label"}
-    atomic_write_json(path, {**body, "train": [[it.path, it.label, it.classname] for it in subset]})
+    write_sealed_json(path, {**body, "train": [[it.path, it.label, it.classname] for it in subset]})
     return subset
 
 
@@ -210,7 +216,7 @@ def _eval_key(run: RunConfig, ds: DatasetConfig, split: str, splits: Splits) -> 
 def _frozen_items(run: RunConfig, ds: DatasetConfig, splits: Splits, split: str, labels: list[int]) -> list[dict]:
     path = cache_root(run, ds) / run.setting.name / f"seed_{run.seed}" / f"eval_{split}.json"
     key = _eval_key(run, ds, split, splits)
-    cached = _read_json(path) if path.exists() else None
+    cached = _read_cache(path)
     if cached and cached.get("version") == EVAL_VERSION and cached.get("key") == key:
         items = cached.get("items")
         if isinstance(items, list) and all(isinstance(i, dict) and {"id", "label", "options"} <= i.keys()
@@ -230,7 +236,7 @@ def _frozen_items(run: RunConfig, ds: DatasetConfig, splits: Splits, split: str,
             label = display_name(it.classname, ds)
             opts = _options(space, label, n, run.seed, it.path)
             items.append({"id": it.path, "label": label, "label_index": it.label, "options": opts})
-    atomic_write_json(path, {"version": EVAL_VERSION, "key": key, "question": ds.question_in(run.setting.name),
+    write_sealed_json(path, {"version": EVAL_VERSION, "key": key, "question": ds.question_in(run.setting.name),
                              "classes": space,
                              "num_options": n, "items": items})
     return items

@@ -31,6 +31,44 @@ class WallClock(TrainerCallback):
         self.state_file.write_text(json.dumps({"wall_s": self.wall_s, "step": state.global_step}))
 
 
+COMPLETE = ".complete"  # written into a checkpoint folder once the trainer has finished saving it
+
+
+class CheckpointMarker(TrainerCallback):
+    """Mark each saved checkpoint complete (a file written after the trainer finished saving it), so a checkpoint
+    cut short by a kill or a full disk is never resumed from (`clsrl_exp.train.fit.last_checkpoint`)."""
+
+    def on_save(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                (folder / COMPLETE).write_text(json.dumps({"step": state.global_step}))
+
+
+class StopOnSignal(TrainerCallback):
+    """A stop request (SIGINT/SIGTERM, a preemption signal; `clsrl_exp.runtime.stop_on_signals`) ends training at
+    the end of the current optimizer step with a checkpoint. Every rank stops at the same step: the request is
+    shared across ranks (any rank's signal stops all)."""
+
+    def on_step_end(self, args, state, control, **kw):
+        from clsrl_exp.runtime import stop_requested
+
+        stop = stop_requested() is not None
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            import torch
+
+            flag = torch.tensor([int(stop)], device="cuda" if torch.cuda.is_available() else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if stop and state.global_step < state.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+            log.warning("stopping after optimizer step %d of %d with a checkpoint", state.global_step,
+                        state.max_steps)
+
+
 class LogHistory(TrainerCallback):
     """Every log entry (loss, rewards, KL, lengths per logged step) appended to a JSONL file on rank 0, so a flat
     reward curve is visible without a tracker. On resume, entries after the resumed checkpoint's step are dropped
@@ -61,9 +99,10 @@ class AccuracyCurve(TrainerCallback):
     global generator, which TRL's sampling also uses): with or without a curve, training makes the same steps.
     """
 
-    def __init__(self, evaluate_fn, every: int, points: list | None = None):
-        self.evaluate_fn, self.every = evaluate_fn, every
-        self.points: list[dict] = points if points is not None else []
+    def __init__(self, evaluate_fn, every: int, points: list | None = None, state_file: Path | None = None):
+        self.evaluate_fn, self.every, self.state_file = evaluate_fn, every, state_file
+        saved = json.loads(state_file.read_text()) if state_file is not None and state_file.exists() else []
+        self.points: list[dict] = points if points is not None else saved  # a resumed run keeps its earlier points
 
     def _measure(self, step: int, model) -> None:
         if any(p["step"] == step for p in self.points):
@@ -82,6 +121,8 @@ class AccuracyCurve(TrainerCallback):
         for point in points:
             self.points.append({"step": step, **point})
             log.info("curve step %d: %s/%s accuracy %.1f", step, point["dataset"], point["split"], point["accuracy"])
+        if self.state_file is not None:
+            self.state_file.write_text(json.dumps(self.points))
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         self._measure(state.global_step, model)
@@ -95,7 +136,7 @@ class AccuracyCurve(TrainerCallback):
 
 
 def accuracy_curve(tasks, processor, *, every: int, limit: int, image_size: int, batch_size: int,
-                   max_new_tokens: int, scratch: Path) -> AccuracyCurve:
+                   max_new_tokens: int, scratch: Path, state_file: Path | None = None) -> AccuracyCurve:
     """An `AccuracyCurve` that scores the live model greedily (HF generate) on the first `limit` items of each
     evaluation task, with the task's own prompt; `scratch` holds a throw-away prediction log."""
     from clsrl_exp.evaluate import PredictionLog, evaluate_set
@@ -114,7 +155,7 @@ def accuracy_curve(tasks, processor, *, every: int, limit: int, image_size: int,
                         "accuracy": entry.accuracy})
         return out
 
-    return AccuracyCurve(measure, every)
+    return AccuracyCurve(measure, every, state_file=state_file)
 
 
 def last_log(history: list[dict]) -> dict:

@@ -21,9 +21,24 @@ from clsrl_exp.schema import CHECKPOINT_DIR, LOG_HISTORY_FILE, TRAIN_FILE, TRAIN
 log = logging.getLogger(__name__)
 
 
+def checkpoint_complete(folder: Path) -> bool:
+    """A checkpoint counts only when the trainer finished writing it: the completion mark our callback writes after
+    the trainer's save returned (a checkpoint without it was cut short, or predates the mark: it is not resumed)."""
+    from clsrl_exp.train.callbacks import COMPLETE
+
+    return (folder / COMPLETE).exists()
+
+
 def last_checkpoint(trainer_dir: Path) -> str | None:
-    ckpts = sorted(trainer_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+    """The newest complete checkpoint; incomplete ones (killed or out of disk while saving) are skipped, each with a
+    warning, and left on disk."""
+    ckpts = sorted(trainer_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for ckpt in ckpts:
+        if checkpoint_complete(ckpt):
+            return str(ckpt)
+        log.warning("skipping incomplete checkpoint %s (cut short while saving); resuming from the one before",
+                    ckpt)
+    return None
 
 
 def finished(run_dir: Path) -> TrainSummary | None:
@@ -40,8 +55,11 @@ def fit(run: RunConfig, model_path: str, processor, examples, device: Device, ro
     """Train (resuming if a checkpoint exists) and return (live model or None if already trained, summary,
     checkpoint path). `curve_tasks` are evaluation tasks scored during training when `eval.curve_every` > 0."""
     from clsrl_exp.data import shuffled_labels
+    from clsrl_exp.runtime import check_stop
     from clsrl_exp.train.callbacks import (
+        CheckpointMarker,
         LogHistory,
+        StopOnSignal,
         WallClock,
         accuracy_curve,
         last_log,
@@ -59,12 +77,13 @@ def fit(run: RunConfig, model_path: str, processor, examples, device: Device, ro
     trainer_dir = run_dir / TRAINER_DIR
     trainer_dir.mkdir(parents=True, exist_ok=True)
     clock = WallClock(trainer_dir / "wall.json")
-    callbacks = [clock, LogHistory(trainer_dir / LOG_HISTORY_FILE)]
+    callbacks = [clock, LogHistory(trainer_dir / LOG_HISTORY_FILE), CheckpointMarker(), StopOnSignal()]
     curve = None
     if run.eval.curve_every and device.is_main and curve_tasks:
         curve = accuracy_curve(curve_tasks, processor, every=run.eval.curve_every, limit=run.eval.curve_limit,
                                image_size=run.model.image_size, batch_size=run.eval.batch_size,
-                               max_new_tokens=run.eval.max_new_tokens, scratch=trainer_dir / "curve_tmp.jsonl")
+                               max_new_tokens=run.eval.max_new_tokens, scratch=trainer_dir / "curve_tmp.jsonl",
+                               state_file=trainer_dir / "curve.json")
         callbacks.append(curve)
 
     q, img = run.dataset.question_in(run.setting.name), run.model.image_size
@@ -91,6 +110,9 @@ def fit(run: RunConfig, model_path: str, processor, examples, device: Device, ro
     if resume:
         log.info("resuming training from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
+    if trainer.state.global_step < trainer.state.max_steps:  # stopped by a signal: a checkpoint of this step exists
+        check_stop(f"after optimizer step {trainer.state.global_step} of {trainer.state.max_steps} (checkpoint "
+                   f"saved in {trainer_dir})")
     history = trainer.state.log_history
     summary = TrainSummary(kind=run.train.kind, steps=trainer.state.global_step, wall_s=round(clock.wall_s, 2),
                            examples=len(examples), mean_completion_tokens=mean_completion_tokens(history),

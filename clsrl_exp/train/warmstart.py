@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from clsrl_exp.config import RunConfig, dataset_config, method_config
-from clsrl_exp.fileio import file_lock, spec_hash
+from clsrl_exp.fileio import file_lock, spec_hash, use_or_rebuild
 from clsrl_exp.models import load_processor
 from clsrl_exp.runtime import Device
 
@@ -51,11 +51,10 @@ def warm_start(run: RunConfig, base_path: str, device: Device) -> str:
 
     ws = run.model.warm_start
     # the setting shapes the warm prompts (option-list size; open-set: no list, its own question)
-    key = spec_hash(asdict(ws)) if run.setting.name == "fewshot" else spec_hash(asdict(ws), asdict(run.setting))
-    out = Path(run.paths.cache) / "models" / f"{Path(base_path).name}-warm-{key}"
-    with file_lock(out.with_suffix(".lock")):
-        if (out / "config.json").exists():
-            return str(out)
+    spec = [asdict(ws)] if run.setting.name == "fewshot" else [asdict(ws), asdict(run.setting)]
+    out = Path(run.paths.cache) / "models" / f"{Path(base_path).name}-warm-{spec_hash(*spec)}"
+
+    def build(folder: Path) -> None:
         triples = warm_examples(run)
         rows = [(ex, sft_messages(prompt_text(m.train_template, q, ex.options), m), target)
                 for ex, m, q, target in triples]
@@ -66,12 +65,16 @@ def warm_start(run: RunConfig, base_path: str, device: Device) -> str:
                         micro_batch_size=ws.batch_size, completion_only_loss=True, seed=ws.seed, save_steps=10**9,
                         logging_steps=50, extra={})
         warm_run = replace(run, train=train, method=triples[0][1])
-        tmp = out.with_name(out.name + ".tmp")
+        tmp = folder.with_name(folder.name + ".tmp")
         trainer = make_sft_trainer(warm_run, base_path, processor, dataset, device, str(tmp), ["none"],
                                    overrides={"save_strategy": "no"})
         log.info("warm start: %d label-free SFT steps on %d rows (%s)", ws.steps, len(dataset), ", ".join(ws.datasets))
         trainer.train()
         trainer.save_model(str(tmp))
         processor.save_pretrained(str(tmp))
-        tmp.rename(out)
+        tmp.rename(folder)
+
+    with file_lock(out.with_suffix(".lock")):  # concurrent cells build it once; a corrupt copy is rebuilt
+        use_or_rebuild(out, spec, build, "warm-started model")
     return str(out)
+
