@@ -45,8 +45,7 @@ def task(cfg: DictConfig) -> dict:
         return _cell(cfg)
     except UserError as e:
         if not multirun:
-            if (run_dir / RESULT_FILE).exists():  # the cell had started: record why it stopped
-                _failed(run_dir, f"{type(e).__name__}: {e}")
+            _failed(run_dir, f"{type(e).__name__}: {e}", create=False)  # the cell had started: record why it stopped
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
         log.error("error: %s", e)
@@ -58,13 +57,19 @@ def task(cfg: DictConfig) -> dict:
         return _failed(run_dir, f"{type(e).__name__}: {e}")
 
 
-def _failed(run_dir: Path, message: str) -> dict:
-    """Record a failed cell (status, message, traceback file) without touching its checkpoints or predictions."""
-    from clsrl_exp.fileio import atomic_write_text
-    from clsrl_exp.schema import ERROR_FILE, mark
+def _failed(run_dir: Path, message: str, create: bool = True) -> dict:
+    """Record a failed cell (status, message, traceback file) without touching its checkpoints or predictions;
+    `create=False`: only if the cell had written a record.
 
-    atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
-    mark(run_dir, "failed", message)
+    A complete record is left as it is: the cell had not started (it marks itself running first), so the error came
+    from the checks before any work (e.g. its data is gone) and the finished result is still valid."""
+    from clsrl_exp.fileio import atomic_write_text
+    from clsrl_exp.schema import ERROR_FILE, mark, read_raw
+
+    exists = (run_dir / RESULT_FILE).exists()
+    if (create or exists) and (read_raw(run_dir) or {}).get("status") != "complete":
+        atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
+        mark(run_dir, "failed", message)
     return {"cell": "failed", "run_dir": str(run_dir), "error": message}
 
 

@@ -11,8 +11,11 @@ Two identities, so a checkpoint is trained once however many times it is evaluat
   holds an entry for every evaluation it asks for; asking for more (free-lunch datasets, another prompt variant)
   evaluates only those.
 
-Where outputs and data live (`paths`, `data.root`), how runs are logged, and speed-only knobs (`eval.batch_size`)
-are never identity. Pure functions over plain containers; no import from a higher layer.
+Where outputs and data live (`paths`, `data.root`, `dataset.path`), how runs are logged, and speed-only knobs
+(`eval.batch_size`) are never identity. What the data is, is: each evaluation's identity holds its dataset's
+fingerprint (`clsrl_exp.data.fingerprint`); the training data's fingerprint cannot name the run directory (the path
+is derived when the config is composed, before any data is read), so it is stored with the training and checked
+when the cell runs (`clsrl_exp.cells`). Pure functions over plain containers; no import from a higher layer.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from clsrl_exp.plugins import file_of
 
 # top-level keys that never change what is trained
 NON_TRAINING = ("hydra", "paths", "logger", "data", "eval", "run_dir", "sweep_name")
+# dataset keys that say where the data is, not what it is
+DATASET_LOCATION = ("path",)
 # evaluation settings that change predictions (eval.batch_size, eval.datasets and the curve settings do not)
 EVAL_KEYS = ("backend", "max_new_tokens", "greedy", "limit")
 
@@ -52,6 +57,9 @@ def train_identity(container: dict) -> dict:
                  if isinstance(r, dict) and (f := file_of(str(r.get("name", ""))))}
         if files:
             ident["reward_files"] = files
+    if isinstance(ident.get("dataset"), dict):
+        for key in DATASET_LOCATION:
+            ident["dataset"].pop(key, None)
     kind = (ident.get("train") or {}).get("kind")
     if kind == "none":
         for key in ("train", "shots", "rollout"):
@@ -73,14 +81,21 @@ def run_relpath(container: dict) -> str:
 
 
 def eval_identity(train_hash_: str, dataset: dict, split: str, prompt: dict, setting: dict, seed: int,
-                  eval_settings: dict, data: dict) -> dict:
-    """What one evaluation's predictions depend on: the model (its training hash), the evaluated dataset's config
-    (not its location), the split, the exact prompt (template, system turn, image position, any prefill), the
-    option-list protocol (setting, seed, whether validation images count as test) and the generation settings."""
-    ds = {k: v for k, v in copy.deepcopy(dataset).items() if k not in ("epochs",)}
-    return {"model": train_hash_, "dataset": ds, "split": split, "prompt": prompt, "setting": setting,
-            "seed": seed, "generation": {k: eval_settings.get(k) for k in EVAL_KEYS},
-            "include_val_in_test": data.get("include_val_in_test", False)}
+                  eval_settings: dict, data: dict, fingerprint: str | None = None,
+                  trained_on: str | None = None) -> dict:
+    """What one evaluation's predictions depend on: the model (its training hash and the fingerprint of the data it
+    was trained on), the evaluated dataset's config (not its location) and content (`fingerprint`), the split, the
+    exact prompt (template, system turn, image position, any prefill), the option-list protocol (setting, seed,
+    whether validation images count as test) and the generation settings."""
+    ds = {k: v for k, v in copy.deepcopy(dataset).items() if k not in ("epochs", *DATASET_LOCATION)}
+    ident = {"model": train_hash_, "dataset": ds, "split": split, "prompt": prompt, "setting": setting,
+             "seed": seed, "generation": {k: eval_settings.get(k) for k in EVAL_KEYS},
+             "include_val_in_test": data.get("include_val_in_test", False)}
+    if fingerprint is not None:
+        ident["data"] = fingerprint
+    if trained_on is not None:
+        ident["trained_on"] = trained_on
+    return ident
 
 
 def eval_hash(identity: dict[str, Any]) -> str:

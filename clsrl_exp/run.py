@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from clsrl_exp.cells import cell_state
+from clsrl_exp.cells import cell_state, set_aside_evals, set_aside_training, training_fingerprint
 from clsrl_exp.config import RunConfig
 from clsrl_exp.errors import ConfigError
 from clsrl_exp.identity import train_hash, train_identity
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 def run_cell(run: RunConfig, container: dict) -> dict:
     run_dir = Path(run.run_dir)
     thash = train_hash(container)
-    state, record, missing = cell_state(run, container)
+    cs = cell_state(run, container)  # reads every split definition: a missing dataset stops here, record untouched
+    state, record, missing = cs.state, cs.record, cs.missing
     if state == "complete":
         log.info("skipped: %s already holds a complete result for this config", run_dir)
         return {**record.to_dict(), "cell": "skipped"}
@@ -41,17 +42,30 @@ def run_cell(run: RunConfig, container: dict) -> dict:
     if why := backend.unavailable(device):
         raise ConfigError(f"eval.backend={run.eval.backend} {why}")
     backend.check(run)
+    fp = cs.fingerprints.get(run.dataset.name)
+    if cs.stale_training is not None:  # trained on data that has changed since: set it aside, train again
+        moved = set_aside_training(run_dir, run.dataset.name, cs.stale_training)
+        if moved is not None:
+            log.warning("training data of %s changed (fingerprint %s -> %s): the previous training and its results "
+                        "moved to %s; training again", run.dataset.name, cs.stale_training[:12], fp[:12], moved)
+        record = None
+    elif (record is not None and record.identity_hash == thash and record.train is not None
+          and training_fingerprint(record, run.dataset.name) is None):
+        log.info("%s predates data fingerprints: keeping its training, recording data %s", run_dir, fp[:12])
     if record is None or record.identity_hash != thash:  # a new cell (or a stale record of another model)
         info = RunInfo(method=run.method.name, model=run.model.name, dataset=run.dataset.name,
                        setting=run.setting.name, shots=run.shots, seed=run.seed)
         record = Record(status="running", run=info, identity_hash=thash, run_dir=str(run_dir),
                         identity=train_identity(container))
     record.status, record.error = "running", None
+    record.data.update(cs.fingerprints)
     if device.is_main:
+        record.evals = set_aside_evals(run_dir, record, cs.fingerprints)
         write_record(run_dir, record)
 
     # data: every bad input stops here, before a model is loaded
-    sets, examples = cell_data(run, missing, train=run.train.kind != "none" and record.train is None)
+    sets, examples = cell_data(run, missing, train=run.train.kind != "none" and record.train is None,
+                               fingerprints=cs.fingerprints)
     tasks = [EvalTask(s, spec.variant, spec.prompt, spec.eval_hash, spec.identity) for spec, s in sets]
 
     # the model
@@ -73,7 +87,8 @@ def run_cell(run: RunConfig, container: dict) -> dict:
         from clsrl_exp.train.fit import fit
 
         model, record.train, model_path = fit(run, model_path, processor, examples, device, rollout, report_to,
-                                              curve_tasks=tasks)
+                                              curve_tasks=tasks, data_fingerprint=fp)
+        record.train.data_fingerprint = record.train.data_fingerprint or fp  # a training from before fingerprints
         record.rollout = rollout.name if rollout is not None else None
         if not device.is_main:
             return {"status": "trained", "rank": device.rank}
