@@ -12,7 +12,9 @@ The run code uses exactly this API:
 - `load_image(path, size)`: open, RGB, LANCZOS resize to (size, size).
 - `shuffled_labels(examples, seed)`: the shuffled-label control (labels permuted across examples).
 
-The data root is `data.root` (or env `CLSRL_DATA`); caches go to `data.cache_dir` (see `protocol.py`).
+The data root is `data.root` (or env `CLSRL_DATA`); caches go to `data.cache_dir` (see `protocol.py`). Formats:
+`formats/` (CoOp layouts, `imagefolder`, the authors' files `clsrl_official`); `fingerprint.py` says what a dataset
+is; `python -m clsrl_exp.data.export` writes a frozen eval set in the authors' JSONL format.
 """
 
 from clsrl_exp.data.formats import FORMATS, Item, Splits, load_splits, resolve_root
