@@ -19,11 +19,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clsrl_exp.config import DatasetConfig, RunConfig, dataset_config
+from clsrl_exp.config import DatasetConfig, RunConfig, dataset_config, method_config
 from clsrl_exp.fileio import atomic_write_json, file_lock, read_json
 from clsrl_exp.grids import dataset_list
 from clsrl_exp.identity import eval_hash, eval_identity, train_hash
-from clsrl_exp.prompts import PromptSpec, eval_prompt
+from clsrl_exp.prompts import PROMPT_VARIANTS, PromptSpec, eval_prompt
 from clsrl_exp.schema import (
     CHECKPOINT_DIR,
     ERROR_FILE,
@@ -37,7 +37,7 @@ from clsrl_exp.schema import (
 )
 
 log = logging.getLogger(__name__)
-SETTING_SPLITS = {"fewshot": ("test",), "base2new": ("base", "new")}
+SETTING_SPLITS = {"fewshot": ("test",), "base2new": ("base", "new"), "open": ("test",)}
 STALE_DIR = "stale"
 TRAINING_FILES = (CHECKPOINT_DIR, TRAINER_DIR, TRAIN_FILE, PREDICTIONS_FILE, ERROR_FILE, RESULT_FILE)
 
@@ -68,7 +68,8 @@ class CellState:
 
 
 def eval_splits(setting: str) -> tuple[str, ...]:
-    """The evaluation splits of a setting: few-shot `test`; base-to-new `base` and `new` (separate label spaces)."""
+    """The evaluation splits of a setting: few-shot and open-set `test`; base-to-new `base` and `new` (separate
+    label spaces)."""
     return SETTING_SPLITS[setting]
 
 
@@ -94,20 +95,29 @@ def cell_datasets(run: RunConfig) -> dict[str, DatasetConfig]:
     return out
 
 
+def prompt_variant(run: RunConfig) -> str:
+    """`eval.prompt` as recorded: the run's own method name is its default prompt (`eval`)."""
+    return "eval" if run.eval.prompt == run.method.name else run.eval.prompt
+
+
 def requested_evals(run: RunConfig, thash: str, fingerprints: dict[str, str] | None = None) -> list[EvalSpec]:
-    """Every evaluation this cell asks for, with its identity and hash. The data fingerprints, when given (the cell
-    always gives them), are part of each identity: the evaluated dataset's, and the training dataset's (a model
-    trained on other data is another model, whatever the training hash says)."""
+    """Every evaluation this cell asks for, with its identity and hash. The identity holds the whole prompt
+    (template, system turn, image position, prefill), so each prompt variant is an evaluation of its own, and the
+    data fingerprints when given (the cell always gives them): the evaluated dataset's and the training dataset's (a
+    model trained on other data is another model, whatever the training hash says)."""
+    variant = prompt_variant(run)
+    other = method_config(variant) if variant not in PROMPT_VARIANTS else None  # cross-prompt
     fps = fingerprints or {}
     trained_on = fps.get(run.dataset.name) if run.train.kind != "none" else None
     out = []
     for name in dict.fromkeys(eval_dataset_names(run)):
         ds = run.dataset if name == run.dataset.name else dataset_config(name)
         for split in eval_splits(run.setting.name):
-            prompt = eval_prompt(run.method, split, run.eval.prompt)
+            prompt = eval_prompt(run.method, split, variant, setting=run.setting.name, other=other,
+                                 empty_think=run.eval.empty_think)
             ident = eval_identity(thash, asdict(ds), split, asdict(prompt), asdict(run.setting), run.seed,
                                   asdict(run.eval), asdict(run.data), fps.get(name), trained_on)
-            out.append(EvalSpec(ds, split, run.eval.prompt, prompt, eval_hash(ident), ident))
+            out.append(EvalSpec(ds, split, variant, prompt, eval_hash(ident), ident))
     return out
 
 

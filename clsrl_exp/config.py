@@ -9,6 +9,7 @@ registers the config resolvers (`clsrl_exp.resolvers`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from clsrl_exp import resolvers  # noqa: F401  (registers ${clsrl_run:} and friends before Hydra composes)
 from clsrl_exp.errors import ConfigError
+from clsrl_exp.prompts import PROMPT_VARIANTS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16 (trap T12)
 SCALE_REWARDS = ("group", "batch", "none")
 TRAINERS = ("none", "grpo", "sft")
-SETTINGS = ("fewshot", "base2new")
-PROMPT_VARIANTS = ("eval", "train")  # the method's eval template (official eval scripts) | its train template
+SETTINGS = ("fewshot", "base2new", "open")
+STEP_RULES = ("official", "trl")
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -114,10 +116,22 @@ class DatasetConfig:
     split_file: str | None = None  # under dataset_dir
     files: dict[str, str] = field(default_factory=dict)  # clsrl_official: train / test / base / new -> file
     question: str = MISSING  # paper.md 1.1
+    open_question: str | None = None  # setting=open (no option list): the official open-set domain question
+    # (paper.md 1.3); null = `question`. Identity only in setting=open (clsrl_exp.identity)
     epochs: int = 50  # paper.md 3.1: ImageNet 10, SUN397 25, EuroSAT 100, others 50
+    num_classes: int | None = None  # declared class count (paper Table 8): step counts known before data is read
     classnames: ClassNames = field(default_factory=ClassNames)
     folder_split: FolderSplit = field(default_factory=FolderSplit)  # imagefolder without train/ and test/
     synthetic: SyntheticSpec | None = None  # generated on first use into the same layout
+
+    def question_in(self, setting: str) -> str:
+        """The question a prompt asks in `setting`: open-set asks `open_question` when the dataset has one.
+
+        >>> ds = DatasetConfig(name="f", dataset_dir="f", question="What type of object?", open_question="Flower?")
+        >>> ds.question_in("fewshot"), ds.question_in("open"), DatasetConfig(question="Q?").question_in("open")
+        ('What type of object?', 'Flower?', 'Q?')
+        """
+        return self.open_question if setting == "open" and self.open_question else self.question
 
 
 @dataclass
@@ -129,11 +143,14 @@ class DataConfig:
 
 @dataclass
 class SettingConfig:
-    name: str = "fewshot"
-    option_fraction: float = 0.4  # few-shot 40% of classes, base-to-new 80% (paper.md 1.1)
+    name: str = "fewshot"  # fewshot | base2new | open (no option list)
+    option_fraction: float = 0.4  # few-shot 40% of classes, base-to-new 80% (paper.md 1.1); open: unused
     option_all_below: int = 30  # fewer than this many options -> use all classes
     option_cap: int = 100
     base_split: str = "floor"  # floor (CLS-RL data) | ceil (CoCoOp)
+    # keyword arguments offered to every reward of the method that names them as parameters (the method's own
+    # kwargs win), e.g. open-set's underscore_retry (clsrl_exp.rewards.get_reward)
+    reward_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------------- method
@@ -150,7 +167,7 @@ class RewardSpec:
 class MethodConfig:
     name: str = MISSING
     train_template: str = "{question}"
-    eval_templates: dict[str, str] = field(default_factory=dict)  # keys: default, and optionally test/base/new
+    eval_templates: dict[str, str] = field(default_factory=dict)  # default, + a setting (open) or split (base) key
     system_prompt: str | None = None
     image_first: bool = True
     target_template: str | None = None  # SFT target
@@ -189,8 +206,25 @@ class TrainConfig:
     max_completion_length: int = 1024
     epsilon: float = 0.2
     mask_truncated_completions: bool = False
+    # the rest of TRL 1.16's objective-relevant GRPOConfig fields, set explicitly (conf/train/grpo.yaml says why)
+    use_bias_correction_kl: bool = False
+    importance_sampling_level: str = "token"
+    epsilon_high: float | None = None
+    delta: float | None = None
+    top_entropy_quantile: float = 1.0
+    entropy_coef: float = 0.0
+    use_adaptive_entropy: bool = False
+    off_policy_mask_threshold: float | None = None
+    multi_objective_aggregation: str = "sum_then_normalize"
+    shuffle_dataset: bool = True
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    sync_ref_model: bool = False
+    step_rule: str = "official"  # official: ceil(N / prompts_per_step) steps per epoch; trl: TRL's floor(N / ...)
     log_completions: bool = False
     shuffle_reward_labels: bool = False  # control: permute labels across training examples (rewards carry no signal)
+    image_cache: bool = True  # GRPO: process each training image once per run (clsrl_exp.train.imagecache); speed only
+    image_cache_mb: int = 8192  # its memory bound per process (processed + decoded images); speed only
     # SFT
     completion_only_loss: bool = False
     # passthrough for any other TRL argument (kept visible in the resolved config)
@@ -218,7 +252,8 @@ class EvalConfig:
     greedy: bool = True
     datasets: Any = None  # None = the run's dataset; a list of dataset options; or "all"
     all_datasets: Any = "paper"  # eval.datasets=all: a dataset list name of clsrl_exp.grids, or a list
-    prompt: str = "eval"  # eval = the method's eval template (official eval scripts); train = its train template
+    prompt: str = "eval"  # eval | train | empty-think | <method name> (clsrl_exp.prompts.eval_prompt)
+    empty_think: str = "<think></think>"  # eval.prompt=empty-think: prefilled at the start of the reply
     limit: int | None = None  # score only the first N items per eval set (debugging)
     cache_zeroshot: bool = True
     curve_every: int = 0  # > 0: held-out accuracy every N optimizer steps during training (train.curve)
@@ -347,12 +382,17 @@ def validate(run: RunConfig) -> None:
 
         for r in m.rewards:
             try:
-                get_reward(r.name, r.kwargs)
+                get_reward(r.name, r.kwargs, offered=run.setting.reward_kwargs)
             except Exception as e:  # noqa: BLE001 - unknown key, import error, bad kwargs: one message
                 msg = e.args[0] if isinstance(e, KeyError) and e.args else e
                 raise ConfigError(f"reward '{r.name}' of method '{m.name}' cannot be loaded: {msg}") from None
         if t.max_completion_length < 1:
             raise ConfigError("train.max_completion_length must be >= 1")
+        if t.step_rule not in STEP_RULES:
+            raise ConfigError(f"train.step_rule must be one of {STEP_RULES} (got '{t.step_rule}')")
+        if t.image_cache_mb < 0:
+            raise ConfigError(f"train.image_cache_mb must be >= 0 (got {t.image_cache_mb}); 0 keeps only the "
+                              "images of the current call, train.image_cache=false turns the cache off")
     if t.kind == "sft" and not m.target_template:
         raise ConfigError(f"method '{m.name}' trains with SFT but has no method.target_template")
     if t.prompts_per_step < 1 or t.micro_batch_size < 1:
@@ -365,7 +405,14 @@ def validate(run: RunConfig) -> None:
         except (KeyError, ImportError) as e:
             raise ConfigError(e.args[0] if e.args else str(e)) from None
     if run.eval.prompt not in PROMPT_VARIANTS:
-        raise ConfigError(f"eval.prompt must be one of {PROMPT_VARIANTS} (got '{run.eval.prompt}')")
+        try:
+            method_config(run.eval.prompt)  # cross-prompt: another method's eval prompt
+        except ConfigError as e:
+            raise ConfigError(f"eval.prompt must be one of {', '.join(PROMPT_VARIANTS)} or a method option name "
+                              f"(got '{run.eval.prompt}'): {e}") from None
+    if run.eval.prompt == "empty-think" and not run.eval.empty_think:
+        raise ConfigError("eval.prompt=empty-think needs eval.empty_think (the text the reply starts with), e.g. "
+                          "eval.empty_think='<think></think>'")
     if run.eval.batch_size < 1:
         raise ConfigError(f"eval.batch_size must be >= 1 (got {run.eval.batch_size})")
     if "default" not in m.eval_templates:
@@ -374,6 +421,48 @@ def validate(run: RunConfig) -> None:
         raise ConfigError(f"model '{run.model.name}' has neither model.path nor a model.tiny build spec")
     if run.model.min_pixels > run.model.max_pixels:
         raise ConfigError("model.min_pixels must be <= model.max_pixels")
+
+
+# ----------------------------------------------------------------------------------------------------- steps
+def steps_per_epoch(n_prompts: int, prompts_per_step: int, rule: str = "official") -> int:
+    """Optimizer steps in one pass over `n_prompts` training prompts.
+
+    `official`: ceil(N / P). The official runs (8 GPUs x 1 prompt, gradient accumulation 2, so P = 16) padded the
+    last batch by wrapping around the shuffled epoch (accelerate / DistributedSampler) and made ceil(ceil(N/8)/2)
+    steps per epoch, which equals ceil(N/16) for every N (paper.md 3.1 table). `trl`: TRL 1.16's RepeatSampler drops
+    the last incomplete group: floor(N / P) (zero when N < P).
+
+    >>> steps_per_epoch(40, 16), steps_per_epoch(40, 16, "trl"), steps_per_epoch(8, 16), steps_per_epoch(8, 16, "trl")
+    (3, 2, 1, 0)
+    """
+    return -(-n_prompts // prompts_per_step) if rule == "official" else n_prompts // prompts_per_step
+
+
+def training_classes(setting: SettingConfig, num_classes: int) -> int:
+    """Classes the training set covers: all of them, or the base half in base-to-new.
+
+    >>> training_classes(SettingConfig(name="base2new", base_split="floor"), 47)
+    23
+    """
+    if setting.name == "base2new":
+        return num_classes // 2 if setting.base_split == "floor" else -(-num_classes // 2)
+    return num_classes
+
+
+def planned_steps(run: RunConfig, num_classes: int | None = None) -> int | None:
+    """Optimizer steps this run will make: `train.max_steps` if set, else epochs x steps per epoch over shots x
+    training classes (`dataset.num_classes` unless given); None without training or without a class count."""
+    t = run.train
+    if t.kind == "none":
+        return None
+    if t.max_steps > 0:
+        return t.max_steps
+    c = num_classes or run.dataset.num_classes
+    if not c:
+        return None
+    rule = t.step_rule if t.kind == "grpo" else "official"  # SFT's dataloader keeps the last partial batch
+    per_epoch = steps_per_epoch(run.shots * training_classes(run.setting, c), t.prompts_per_step, rule)
+    return math.ceil(t.epochs * per_epoch)  # as transformers: ceil(num_train_epochs x steps per epoch)
 
 
 # ----------------------------------------------------------------------------------------------------- batch

@@ -1,9 +1,11 @@
 """Evaluation: any generation backend, resumable append-only predictions, lenient + strict scores per eval set.
 
 An `EvalTask` is one evaluation a cell asks for (an eval set, a prompt, its `eval_hash`). Each prediction line
-holds the eval hash, dataset, split, prompt variant, item id, output and both matches; it is written (and fsynced)
-per batch, so a killed evaluation resumes with no duplicate or lost item. Images that are missing or unreadable are
-skipped, counted and named in the result (never scored as wrong silently).
+holds the eval hash, dataset, split, prompt variant, item id, output, both matches and the options the item was
+shown (the report's think/answer consistency reads them), plus the prefilled start of the reply for an empty-think
+prompt; it is written (and fsynced) per batch, so a killed evaluation resumes with no duplicate or lost item.
+Images that are missing or unreadable are skipped, counted and named in the result (never scored as wrong
+silently).
 """
 
 from __future__ import annotations
@@ -117,6 +119,9 @@ def evaluate_set(generator, processor, task: EvalTask, log_: PredictionLog, *, i
     items = [(todo[i], texts[i]) for i in order]
     if items and progress:
         log.info("eval %s: %d items (%d already scored), batch %d", task.name, len(items), len(done), batch_size)
+    # an empty-think prompt prefills the start of the reply: the model's output (what is scored, as the official
+    # eval scripts decode only generated tokens) continues it; the line keeps both, the reply = prefill + output
+    prefill = {"prefill": task.prompt.prefill} if task.prompt.prefill else {}
     t0 = time.perf_counter()
     with _progress(len(items), f"eval {task.name}", progress) as bar:
         for batch_examples, inputs, bad in generator.batches(items, image_size, batch_size):
@@ -131,7 +136,7 @@ def evaluate_set(generator, processor, task: EvalTask, log_: PredictionLog, *, i
             log_.append([{"eval_hash": task.eval_hash, "dataset": eval_set.dataset, "split": eval_set.split,
                           "prompt_variant": task.variant, "id": ex.id, "label": ex.label, "output": out,
                           "lenient": lenient_match(out, ex.label), "strict": strict_match(out, ex.label),
-                          "output_tokens": n}
+                          "output_tokens": n, "options": list(ex.options), **prefill}
                          for ex, out, n in zip(batch_examples, outputs, lengths, strict=True)])
             bar.update(len(batch_examples))
     wall = time.perf_counter() - t0
@@ -142,7 +147,8 @@ def evaluate_set(generator, processor, task: EvalTask, log_: PredictionLog, *, i
                       correct=sum(r["lenient"] for r in rows), correct_strict=sum(r["strict"] for r in rows),
                       skipped=skipped, eval_hash=task.eval_hash, backend=backend,
                       skipped_examples=skipped_examples, wall_s=round(wall, 2),
-                      mean_output_tokens=round(sum(lens) / len(lens), 2) if lens else 0.0, identity=task.identity)
+                      mean_output_tokens=round(sum(lens) / len(lens), 2) if lens else 0.0, identity=task.identity,
+                      classes=list(getattr(eval_set, "classes", [])))
     if progress:
         rate = f", {len(items) / wall:.1f} items/s" if items and wall > 0 else ""
         log.info("eval %s: accuracy %.2f (strict %.2f) on %d items (%d new%s), %d skipped, %.0f s", task.name,

@@ -12,10 +12,11 @@ Two identities, so a checkpoint is trained once however many times it is evaluat
   evaluates only those.
 
 Where outputs and data live (`paths`, `data.root`, `dataset.path`), how runs are logged, and speed-only knobs
-(`eval.batch_size`) are never identity. What the data is, is: each evaluation's identity holds its dataset's
-fingerprint (`clsrl_exp.data.fingerprint`); the training data's fingerprint cannot name the run directory (the path
-is derived when the config is composed, before any data is read), so it is stored with the training and checked
-when the cell runs (`clsrl_exp.cells`). Pure functions over plain containers; no import from a higher layer.
+(`eval.batch_size`, `train.image_cache`) are never identity. What the data is, is: each evaluation's identity holds
+its dataset's fingerprint (`clsrl_exp.data.fingerprint`) and the training data's; the training data's fingerprint
+cannot name the run directory (the path is derived when the config is composed, before any data is read), so it is
+stored with the training and checked when the cell runs (`clsrl_exp.cells`). Pure functions over plain containers;
+no import from a higher layer.
 """
 
 from __future__ import annotations
@@ -32,8 +33,26 @@ from clsrl_exp.plugins import file_of
 NON_TRAINING = ("hydra", "paths", "logger", "data", "eval", "run_dir", "sweep_name")
 # dataset keys that say where the data is, not what it is
 DATASET_LOCATION = ("path",)
+# training settings that change speed and memory only: the image cache feeds the model bit-identical inputs
+# (tests/test_imagecache.py), so turning it on or off keeps the run directory
+SPEED_ONLY_TRAIN = ("image_cache", "image_cache_mb")
 # evaluation settings that change predictions (eval.batch_size, eval.datasets and the curve settings do not)
 EVAL_KEYS = ("backend", "max_new_tokens", "greedy", "limit")
+# dataset keys used by one setting only: left out of both identities elsewhere, so the other settings' hashes do
+# not depend on them (a dataset gaining an open-set question keeps its few-shot and base-to-new runs)
+SETTING_ONLY_DATASET_KEYS = {"open_question": "open"}
+
+
+def _dataset_for(dataset: dict, setting: str | None) -> dict:
+    """The dataset config without the keys that do not apply to `setting`.
+
+    >>> _dataset_for({"name": "f", "open_question": "Flower?"}, "fewshot"), _dataset_for({"name": "f"}, "open")
+    ({'name': 'f'}, {'name': 'f'})
+    >>> _dataset_for({"name": "f", "open_question": "Flower?"}, "open")
+    {'name': 'f', 'open_question': 'Flower?'}
+    """
+    only = SETTING_ONLY_DATASET_KEYS
+    return {k: v for k, v in dataset.items() if k not in only or (only[k] == setting and v is not None)}
 
 
 def _file_sha(path) -> str | None:
@@ -50,6 +69,8 @@ def train_identity(container: dict) -> dict:
     same model. A reward loaded from a user file adds that file's content hash, so editing it retrains.
     """
     ident = json.loads(json.dumps({k: v for k, v in container.items() if k not in NON_TRAINING}, default=str))
+    if isinstance(ident.get("dataset"), dict):
+        ident["dataset"] = _dataset_for(ident["dataset"], (ident.get("setting") or {}).get("name"))
     method = ident.get("method")
     if isinstance(method, dict):
         method.pop("eval_templates", None)
@@ -60,6 +81,8 @@ def train_identity(container: dict) -> dict:
     if isinstance(ident.get("dataset"), dict):
         for key in DATASET_LOCATION:
             ident["dataset"].pop(key, None)
+    for key in SPEED_ONLY_TRAIN:
+        (ident.get("train") or {}).pop(key, None)
     kind = (ident.get("train") or {}).get("kind")
     if kind == "none":
         for key in ("train", "shots", "rollout"):
@@ -86,8 +109,11 @@ def eval_identity(train_hash_: str, dataset: dict, split: str, prompt: dict, set
     """What one evaluation's predictions depend on: the model (its training hash and the fingerprint of the data it
     was trained on), the evaluated dataset's config (not its location) and content (`fingerprint`), the split, the
     exact prompt (template, system turn, image position, any prefill), the option-list protocol (setting, seed,
-    whether validation images count as test) and the generation settings."""
-    ds = {k: v for k, v in copy.deepcopy(dataset).items() if k not in ("epochs", *DATASET_LOCATION)}
+    whether validation images count as test) and the generation settings. The setting's `reward_kwargs` shape
+    training only (the model hash holds them)."""
+    ds = {k: v for k, v in _dataset_for(copy.deepcopy(dataset), setting.get("name")).items()
+          if k not in ("epochs", *DATASET_LOCATION)}
+    setting = {k: v for k, v in setting.items() if k != "reward_kwargs"}
     ident = {"model": train_hash_, "dataset": ds, "split": split, "prompt": prompt, "setting": setting,
              "seed": seed, "generation": {k: eval_settings.get(k) for k in EVAL_KEYS},
              "include_val_in_test": data.get("include_val_in_test", False)}

@@ -54,11 +54,16 @@ def option_list(classes: Sequence[str], label: str, n: int, seed: int, example_i
 
 
 def problem_text(question: str, options: Sequence[str]) -> str:
-    """Question + newline + ` Please choose one from list [ a, b, c].` with the leading space stripped.
+    """Question + newline + ` Please choose one from list [ a, b, c].` with the leading space stripped; without
+    options (open-set, official `grpo_open*.py`) the question alone.
 
     >>> problem_text("What type of texture is in the photo?", ["banded", "zigzagged"])
     'What type of texture is in the photo?\\nPlease choose one from list [ banded, zigzagged].'
+    >>> problem_text("What type of flower is in the photo?", [])
+    'What type of flower is in the photo?'
     """
+    if not options:
+        return question
     choice = " Please choose one from list [ "
     for name in options:
         choice = choice + name + ", "
@@ -106,17 +111,58 @@ class PromptSpec:
         return prompt_text(self.template, question, options, problem)
 
 
-def eval_prompt(method: MethodConfig, split: str, variant: str) -> PromptSpec:
-    """The prompt an evaluation uses: `eval` = the method's eval template for this split (the official eval scripts
-    word it per setting), `train` = its training template; the method's system turn and image position either way.
+# eval.prompt values that are not a method name; any other value names a method whose eval prompt is asked
+PROMPT_VARIANTS = ("eval", "train", "empty-think")
+
+
+def eval_template(method: MethodConfig, split: str, setting: str | None = None) -> str:
+    """The method's eval template: its `eval_templates` entry for the setting, else for the split, else `default`
+    (the official eval scripts word it per setting: base-to-new base, open-set).
+
+    >>> from types import SimpleNamespace as M
+    >>> m = M(eval_templates={"default": "D", "base": "B", "open": "O"})
+    >>> cases = (("test", "fewshot"), ("base", "base2new"), ("new", "base2new"), ("test", "open"))
+    >>> [eval_template(m, split, setting) for split, setting in cases]
+    ['D', 'B', 'D', 'O']
+    """
+    for key in (setting, split):
+        if key and key in method.eval_templates:
+            return method.eval_templates[key]
+    return method.eval_templates["default"]
+
+
+def eval_prompt(method: MethodConfig, split: str, variant: str = "eval", *, setting: str | None = None,
+                other: MethodConfig | None = None, empty_think: str | None = None) -> PromptSpec:
+    """The prompt an evaluation asks (`eval.prompt`), with the method's system turn and image position unless said:
+
+    - `eval`: the method's eval template for this setting and split (the official eval scripts);
+    - `train`: its training template;
+    - `empty-think`: its eval prompt with `empty_think` prefilled at the start of the reply (v6 Table 17 "w/o
+      Thinking": the model answers after a forced empty think block);
+    - a method's name (cross-prompt, v6 Fig. 7(b)): that method's eval prompt, whose config is passed as `other`
+      (template, system turn and image position: the prompt as that method is asked).
+
+    >>> from types import SimpleNamespace as M
+    >>> think = M(name="clsrl", train_template="T {question}", eval_templates={"default": "E {question}"},
+    ...           system_prompt=None, image_first=True)
+    >>> direct = M(name="nothink", train_template="t", eval_templates={"default": "e {question}"}, system_prompt=None,
+    ...            image_first=True)
+    >>> eval_prompt(think, "test", "empty-think", empty_think="<think></think>")
+    PromptSpec(template='E {question}', system_prompt=None, image_first=True, prefill='<think></think>')
+    >>> eval_prompt(think, "test", "nothink", other=direct).template
+    'e {question}'
     """
     if variant == "train":
-        template = method.train_template
-    elif variant == "eval":
-        template = method.eval_templates.get(split, method.eval_templates["default"])
-    else:
-        raise ValueError(f"unknown prompt variant {variant!r}")
-    return PromptSpec(template, method.system_prompt, method.image_first)
+        return PromptSpec(method.train_template, method.system_prompt, method.image_first)
+    if variant in ("eval", "empty-think"):
+        if variant == "empty-think" and not empty_think:
+            raise ValueError("the empty-think variant needs the text to prefill (eval.empty_think)")
+        return PromptSpec(eval_template(method, split, setting), method.system_prompt, method.image_first,
+                          prefill=empty_think if variant == "empty-think" else "")
+    if other is not None and other.name == variant:
+        return eval_prompt(other, split, "eval", setting=setting)
+    raise ValueError(f"unknown prompt variant {variant!r}: use one of {PROMPT_VARIANTS} or a method name (with its "
+                     "config as `other`)")
 
 
 def chat_messages(text: str, *, system_prompt: str | None = None, image_first: bool = True) -> list[dict]:

@@ -19,6 +19,7 @@ function decorated with `@reward_factory` is called with them instead and must r
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from clsrl_exp.plugins import is_import_path, load_object
 
 _THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+_ANSWER_REASON = re.compile(r"<answer>.*?</answer>\s*<reason>.*?</reason>", re.DOTALL)
 _ANSWER_ONLY = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 _ANSWER_LINE = re.compile(r"<answer>(.*?)</answer>")  # no DOTALL: an answer spanning a newline is not extracted
 _ANSWER_EVAL = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
@@ -88,11 +90,22 @@ def format_reward(completions: Sequence[Any], label: Sequence[str], **kwargs: An
     return [1.0 if _THINK_ANSWER.fullmatch(t) else 0.0 for t in _texts(completions, label)]
 
 
-def accuracy_reward(completions: Sequence[Any], label: Sequence[str], **kwargs: Any) -> list[float]:
+def _label_forms(gt: str, underscore_retry: bool) -> list[str]:
+    """The label, then (open-set, official `grpo_open_pets.py`) the label with `_` as spaces if it has any.
+
+    >>> _label_forms("sea_lion", True), _label_forms("sea_lion", False), _label_forms("cat", True)
+    (['sea_lion', 'sea lion'], ['sea_lion'], ['cat'])
+    """
+    return [gt, gt.replace("_", " ")] if underscore_retry and "_" in gt else [gt]
+
+
+def accuracy_reward(completions: Sequence[Any], label: Sequence[str], underscore_retry: bool = False,
+                    **kwargs: Any) -> list[float]:
     """CLS-RL accuracy: the first ``<answer>(.*?)</answer>`` (same line only), stripped, equals the label ignoring case.
 
     Without an answer-tag match the whole stripped completion is compared instead. The official code first
     tries math-verify on the answer; it is left out here because it only fires on numeric labels.
+    `underscore_retry` (open-set, official `grpo_open_pets.py`): a label with `_` also matches with spaces.
 
     >>> accuracy_reward(["<think>.</think><answer> Cat </answer>", "<answer>dog</answer>", "cat"], ["cat"] * 3)
     [1.0, 0.0, 1.0]
@@ -100,22 +113,32 @@ def accuracy_reward(completions: Sequence[Any], label: Sequence[str], **kwargs: 
     [0.0]
     >>> accuracy_reward(["<answer>cat</answer><answer>dog</answer>"], ["dog"])  # first answer wins
     [0.0]
+    >>> accuracy_reward(["<answer>Sea Lion</answer>"] * 2, ["sea_lion"] * 2), accuracy_reward(
+    ...     ["<answer>Sea Lion</answer>"], ["sea_lion"], underscore_retry=True)
+    ([0.0, 0.0], [1.0])
     """
     out = []
     for text, gt in zip(_texts(completions, label), label, strict=True):
         m = _ANSWER_LINE.search(text)
-        ans = m.group(1).strip() if m else text.strip()
-        out.append(1.0 if ans.lower() == gt.strip().lower() else 0.0)
+        ans = m.group(1).strip().lower() if m else text.strip().lower()
+        hit = any(ans == g.lower() for g in _label_forms(gt.strip(), underscore_retry))  # as the official code
+        out.append(1.0 if hit else 0.0)
     return out
 
 
-def equality_reward(completions: Sequence[Any], label: Sequence[str], **kwargs: Any) -> list[float]:
+def equality_reward(completions: Sequence[Any], label: Sequence[str], underscore_retry: bool = False,
+                    **kwargs: Any) -> list[float]:
     """No-Thinking-RL: 1.0 iff the raw completion equals the label exactly (case-sensitive, no strip, no tags).
+
+    `underscore_retry` (open-set, official `grpo_direct_open_pets.py`): a label with `_` also matches with spaces.
 
     >>> equality_reward(["cat", "Cat", "cat ", "<answer>cat</answer>"], ["cat"] * 4)
     [1.0, 0.0, 0.0, 0.0]
+    >>> equality_reward(["sea lion", "sea lion", "Sea lion"], ["sea_lion"] * 3, underscore_retry=True)
+    [1.0, 1.0, 0.0]
     """
-    return [1.0 if t == gt else 0.0 for t, gt in zip(_texts(completions, label), label, strict=True)]
+    return [1.0 if any(t == g for g in _label_forms(gt, underscore_retry)) else 0.0
+            for t, gt in zip(_texts(completions, label), label, strict=True)]
 
 
 def adaptive_format_reward(completions: Sequence[Any], label: Sequence[str], **kwargs: Any) -> list[float]:
@@ -125,6 +148,29 @@ def adaptive_format_reward(completions: Sequence[Any], label: Sequence[str], **k
     [1.0, 1.0, 0.0]
     """
     return [1.0 if _ANSWER_ONLY.fullmatch(t) or _THINK_ANSWER.fullmatch(t) else 0.0 for t in _texts(completions, label)]
+
+
+def answer_reason_format_reward(completions: Sequence[Any], label: Sequence[str], **kwargs: Any) -> list[float]:
+    """Think-After-Answer: 1.0 iff the WHOLE completion is ``<answer>...</answer>`` then (whitespace)
+    ``<reason>...</reason>``.
+
+    No official code exists (paper App. E: the rewards "do not change"); this is OUR rule: CLS-RL's format rule with
+    the two blocks swapped (same lazy ``.*?``, DOTALL, full match), so its edge cases are CLS-RL's.
+
+    >>> answer_reason_format_reward(["<answer>cat</answer>\\n<reason>fur</reason>",   # answer, newline, reason
+    ...                              "<reason>fur</reason><answer>cat</answer>",       # reversed order
+    ...                              "<answer>cat</answer>",                           # reason missing
+    ...                              "<answer>cat</answer><reason>fur</reason> ok",    # extra text after
+    ...                              "So: <answer>cat</answer><reason>fur</reason>",   # extra text before
+    ...                              "<answer>a\\nb</answer><reason>c\\nd</reason>",      # newlines inside blocks
+    ...                              "<answer>cat</answer>x<reason>fur</reason>"],     # text between blocks
+    ...                             ["cat"] * 7)
+    [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    >>> answer_reason_format_reward(["<answer><answer>cat</answer></answer><reason>r</reason>",  # nested: .*? spans
+    ...                              "<answer>cat<reason>r</reason></answer>"], ["cat"] * 2)    # reason inside answer
+    [1.0, 0.0]
+    """
+    return [1.0 if _ANSWER_REASON.fullmatch(t) else 0.0 for t in _texts(completions, label)]
 
 
 def reward_factory(fn: Callable[..., Callable]) -> Callable[..., Callable]:
@@ -138,16 +184,41 @@ REWARDS: dict[str, Callable[..., list[float]]] = {
     "accuracy": accuracy_reward,
     "equality": equality_reward,
     "adaptive_format": adaptive_format_reward,
+    "answer_reason_format": answer_reason_format_reward,
 }
 
 
-def get_reward(name: str, kwargs: Mapping[str, Any] | None = None) -> Callable[..., list[float]]:
+def _named_params(fn: Callable, offered: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of `offered` that `fn` names as parameters (a catch-all ``**kwargs`` does not count).
+
+    >>> _named_params(accuracy_reward, {"underscore_retry": True, "other": 1})
+    {'underscore_retry': True}
+    >>> _named_params(format_reward, {"underscore_retry": True})
+    {}
+    """
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins and other callables without a signature
+        return {}
+    return {k: v for k, v in offered.items()
+            if k in params and params[k].kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+
+
+def get_reward(name: str, kwargs: Mapping[str, Any] | None = None,
+               offered: Mapping[str, Any] | None = None) -> Callable[..., list[float]]:
     """The reward function for a registry key or an import path, with `kwargs` bound (or passed to a factory).
+
+    `offered` are keyword arguments bound only where the function (or factory) names them as parameters, under
+    the method's own `kwargs` (a setting's `reward_kwargs`: open-set offers `underscore_retry` to every reward).
 
     >>> get_reward("accuracy").__name__
     'accuracy_reward'
     >>> f = get_reward("clsrl_exp.rewards:equality_reward", {}); f(["cat"], ["cat"])
     [1.0]
+    >>> get_reward("equality", offered={"underscore_retry": True})(["sea lion"], ["sea_lion"])
+    [1.0]
+    >>> get_reward("format", offered={"underscore_retry": True}) is format_reward  # not a parameter: not bound
+    True
     >>> get_reward("nope")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -163,8 +234,9 @@ def get_reward(name: str, kwargs: Mapping[str, Any] | None = None) -> Callable[.
                            "(module:function, file.py:function)") from None
     if not callable(fn):
         raise TypeError(f"reward {name!r} is not callable (got {type(fn).__name__})")
+    kwargs = {**_named_params(fn, offered or {}), **(kwargs or {})}
     if getattr(fn, "is_reward_factory", False):
-        fn = fn(**dict(kwargs or {}))
+        fn = fn(**kwargs)
         if not callable(fn):
             raise TypeError(f"reward factory {name!r} returned {type(fn).__name__}, not a function")
         return fn

@@ -12,12 +12,16 @@ import logging
 from pathlib import Path
 
 from clsrl_exp.cells import cell_state, set_aside_evals, set_aside_training, training_fingerprint
-from clsrl_exp.config import RunConfig
+from clsrl_exp.config import RunConfig, planned_steps
 from clsrl_exp.errors import ConfigError
 from clsrl_exp.identity import train_hash, train_identity
 from clsrl_exp.schema import Record, RunInfo, write_record
 
 log = logging.getLogger(__name__)
+
+
+def missing_training(record: Record | None) -> bool:
+    return record is None or record.train is None
 
 
 def run_cell(run: RunConfig, container: dict) -> dict:
@@ -52,6 +56,9 @@ def run_cell(run: RunConfig, container: dict) -> dict:
     elif (record is not None and record.identity_hash == thash and record.train is not None
           and training_fingerprint(record, run.dataset.name) is None):
         log.info("%s predates data fingerprints: keeping its training, recording data %s", run_dir, fp[:12])
+    if (steps := planned_steps(run)) is not None and missing_training(record):
+        log.info("plan: %d optimizer steps (%s x %s shots x %s classes, %s epochs, step_rule %s)", steps,
+                 run.dataset.name, run.shots, run.dataset.num_classes, run.train.epochs, run.train.step_rule)
     if record is None or record.identity_hash != thash:  # a new cell (or a stale record of another model)
         info = RunInfo(method=run.method.name, model=run.model.name, dataset=run.dataset.name,
                        setting=run.setting.name, shots=run.shots, seed=run.seed)

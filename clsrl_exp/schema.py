@@ -5,7 +5,8 @@ the report, the learning benchmark) imports this module; the report stays free o
 
 ```
 <run_dir>/result.json        Record (schema 2), written atomically
-<run_dir>/predictions.jsonl  one line per scored item (append-only), keyed by (eval_hash, id)
+<run_dir>/predictions.jsonl  one line per scored item (append-only), keyed by (eval_hash, id); with the options
+                             it was shown and the reply's prefilled start (`prefill`, empty-think) if any
 <run_dir>/train.json         TrainSummary of the finished training
 <run_dir>/checkpoint/        the trained model + processor
 <run_dir>/trainer/           resumable checkpoints, wall clock, log_history.jsonl (every logged step)
@@ -75,6 +76,8 @@ class EvalEntry:
     wall_s: float = 0.0
     mean_output_tokens: float = 0.0
     identity: dict[str, Any] = field(default_factory=dict)  # what eval_hash was computed from
+    classes: list[str] = field(default_factory=list)  # open-set: the label space the answers are free over (each
+    # prediction line carries the options it was shown instead, so closed-set entries leave this empty)
 
 
 @dataclass

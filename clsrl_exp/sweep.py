@@ -129,7 +129,8 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
 
     Status: `complete` (nothing to do), `evaluate` (trained; N evaluations missing), `retrain` (its training data
     changed), `pending`, or the record's `running` / `failed` / `interrupted`. A cell with a record of its own reads
-    its datasets' split definitions (`clsrl_exp.cells`): a missing dataset is listed as an error.
+    its datasets' split definitions (`clsrl_exp.cells`): a missing dataset is listed as an error. `steps`: the
+    optimizer steps a training cell will make (`clsrl_exp.config.planned_steps`).
     """
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -138,7 +139,7 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
     from omegaconf import OmegaConf
 
     from clsrl_exp.cells import cell_state
-    from clsrl_exp.config import CONF_DIR, to_run_config
+    from clsrl_exp.config import CONF_DIR, planned_steps, to_run_config
 
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
@@ -150,7 +151,7 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
         check = _covering(jobs) if sample else set(range(len(jobs)))
         cells = []
         for i, job in enumerate(jobs):
-            cell = {"overrides": list(job), "run_dir": None, "status": "pending", "error": None}
+            cell = {"overrides": list(job), "run_dir": None, "status": "pending", "error": None, "steps": None}
             if i not in check:
                 cells.append({**cell, "status": "unchecked"})
                 continue
@@ -161,6 +162,7 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
                 cell["run_dir"] = run.run_dir  # what run_cell writes to (paths.runs/<training identity>)
                 cs = cell_state(run, container, listing=True)
                 cell["status"], cell["missing_evals"] = cs.state, len(cs.missing)
+                cell["steps"] = planned_steps(run)  # optimizer steps (official rule), known before data is read
             except Exception as e:  # noqa: BLE001 - list every broken cell, not just the first
                 cell.update(status="error", error=f"{type(e).__name__}: {e}".splitlines()[0])
             cells.append(cell)
@@ -179,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         status = c["status"] + (f" ({c['missing_evals']} evals)" if c["status"] == "evaluate" else "")
         print(f"#{i:<3} {status:<9} {' '.join(o for o in c['overrides'] if not o.startswith('+sweep='))}")
         if c["status"] != "unchecked":
-            print(f"      {c['error'] if c['status'] == 'error' else c['run_dir']}")
+            steps = f"  ({c['steps']} steps)" if c.get("steps") is not None else ""
+            print(f"      {c['error'] if c['status'] == 'error' else c['run_dir'] + steps}")
     counts = {s: sum(c["status"] == s for c in cells) for s in dict.fromkeys(c["status"] for c in cells)}
     print(f"{len(cells)} cells" + (f" ({', '.join(f'{n} {s}' for s, n in counts.items())})" if cells else ""))
     return 1 if counts.get("error") else 0

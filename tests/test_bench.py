@@ -44,3 +44,23 @@ def test_random_architecture_builder_on_a_small_table(tmp_path, monkeypatch):
     assert conf.image_token_id == proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     exs = fixtures.examples(3, 56, tmp_path / "img", names=fixtures.NAMES[:5])
     assert all(len(e.options) == 5 and e.label in e.options for e in exs)
+
+
+@pytest.mark.slow
+def test_bench_images_compares_both_paths_on_the_same_steps(tmp_path, capsys):
+    """`--images`: the real 384-px processor settings, TRL's path and the cache over the same steps; the cache
+    processes each image once (epoch 1) and nothing after, and fed identical tensors."""
+    from clsrl_exp.bench.__main__ import main
+
+    assert main(["--images", "--out", str(tmp_path), "--train-images", "4", "--prompts", "2", "--epochs", "2",
+                 "--eval-images", "4"]) == 0
+    out = json.loads((tmp_path / "bench_images.json").read_text())
+    g = out["grpo"]
+    assert out["image_size"] == 384 and out["image_tokens"] == 196 and g["identical"] is True
+    assert g["slots_per_step"] == 8 and g["train_images"] == 4
+    processed = {(s["path"], s["epochs"]): s["processed"] for s in g["summary"]}
+    assert processed == {("trl", "epoch 1"): 16, ("trl", "epochs 2+"): 16,  # 8 slots, twice per step
+                         ("cached", "epoch 1"): 2, ("cached", "epochs 2+"): 0}  # 2 new images per step, then none
+    assert g["cache"]["computed"] == 4 and g["cache"]["held"] == 4 + 2  # + the 2 warm-up images
+    assert out["eval"]["images"] == 4 and out["eval"]["ms_per_image"] > 0
+    assert "image work (decode + image processor)" in capsys.readouterr().out

@@ -106,7 +106,7 @@ def test_help_lists_the_groups(tmp_path):
     r = cli(["--help"], tmp_path, timeout=120)
     assert r.returncode == 0, r.tail
     lines = r.stdout.splitlines()
-    assert "method: adaptive, clsrl, nothink, sft, zeroshot" in lines
+    assert "method: adaptive, clsrl, nothink, sft, think-after-answer, zeroshot" in lines
     for group in ("model", "dataset", "method", "train", "setting", "rollout", "logger", "debug"):
         assert _help_line(group) in lines, (group, r.stdout[:2000])
     assert any(line.startswith("sweep: ") and "paper-fewshot" in line for line in lines)

@@ -7,6 +7,7 @@ Options are discovered from the files on disk, so a new or broken config file ge
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,8 @@ def test_derive_batch_rejects_uneven_world_sizes(world_size):
     (["method=sft", "method.target_template=null"], "target_template"),
     (["eval.backend=bogus"], "eval.backend"),
     (["eval.prompt=bogus"], "eval.prompt"),
+    (["eval.prompt=empty-think", "eval.empty_think="], "eval.empty_think"),
+    (["method=nothink", "train.image_cache_mb=-1"], "train.image_cache_mb"),
 ])
 def test_bad_values_raise_a_config_error_naming_the_key(overrides, key, root):
     with pytest.raises(ConfigError) as err:
@@ -221,7 +224,8 @@ def test_result_relevant_changes_change_the_identity(change, root):
     assert h1 != h0 and d1 != d0
 
 
-@pytest.mark.parametrize("change", ["eval.batch_size=7", "logger=wandb", "logger=none", "paths.runs=/elsewhere/runs"])
+@pytest.mark.parametrize("change", ["eval.batch_size=7", "logger=wandb", "logger=none", "paths.runs=/elsewhere/runs",
+                                    "train.image_cache=false", "train.image_cache_mb=0"])
 def test_non_identity_changes_keep_the_identity(change, root):
     d0, h0 = _dir(BASE, root)
     d1, h1 = _dir([*BASE, change], root)
@@ -231,6 +235,7 @@ def test_non_identity_changes_keep_the_identity(change, root):
 
 
 @pytest.mark.parametrize("change", ["eval.max_new_tokens=8", "eval.prompt=train", "eval.limit=5",
+                                    "eval.prompt=clsrl", "eval.prompt=empty-think",
                                     "eval.datasets=[synthetic-colors,synthetic-shapes]",
                                     "data.include_val_in_test=true", "method.eval_templates.default='{question} A.'"])
 def test_evaluation_changes_keep_the_trained_model_and_change_the_evaluations(change, root):
@@ -247,6 +252,51 @@ def test_evaluation_changes_keep_the_trained_model_and_change_the_evaluations(ch
         assert len(own1) == 2
     else:
         assert own1[("synthetic-colors", "test")] != own0[("synthetic-colors", "test")]
+
+
+def test_an_unknown_prompt_variant_names_the_variants_and_the_methods(root):
+    with pytest.raises(ConfigError) as err:
+        run_config(["eval.prompt=nothinkk"], root)
+    msg = str(err.value)
+    assert "eval.prompt must be one of eval, train, empty-think or a method option name (got 'nothinkk')" in msg
+    assert "clsrl" in msg and "think-after-answer" in msg  # the available methods
+
+
+def test_open_question_is_identity_only_in_the_open_setting(root):
+    """A dataset's open-set question keeps few-shot (and base-to-new) runs and evaluations as they were; in
+    setting=open it is what the prompt asks, so it is identity there."""
+    def hashes(extra):
+        run, container = cached_run_config([*BASE, *extra], root)
+        th = train_hash(container)
+        return th, [e.eval_hash for e in requested_evals(run, th)]
+
+    assert hashes(["+dataset.open_question='What colour?'"]) == hashes([])
+    assert hashes(["setting=base2new", "+dataset.open_question='What colour?'"]) == hashes(["setting=base2new"])
+    open_a, open_b = hashes(["setting=open"]), hashes(["setting=open", "+dataset.open_question='What colour?'"])
+    assert open_a[0] != open_b[0] and open_a[1] != open_b[1]
+    assert open_a[0] != hashes([])[0]  # and open-set is a model of its own
+
+
+def test_open_setting_offers_the_underscore_retry_to_the_rewards_that_take_it(root):
+    from clsrl_exp.train.grpo import reward_functions
+
+    for method, expected in (("clsrl", [1.0, 0.0]), ("nothink", [1.0])):
+        run, _ = cached_run_config([*BASE, f"method={method}", "setting=open"], root)
+        assert run.setting.reward_kwargs == {"underscore_retry": True}
+        fns = reward_functions(run)
+        text = "<answer>sea lion</answer>" if method == "clsrl" else "sea lion"
+        assert [f([text], ["sea_lion"])[0] for f in fns] == expected
+        few, _ = cached_run_config([*BASE, f"method={method}"], root)
+        assert reward_functions(few)[0]([text], ["sea_lion"]) == [0.0]  # the closed set has no retry
+
+
+def test_the_image_cache_settings_keep_existing_run_directories(root):
+    """Runs trained before the cache existed (no train.image_cache keys) keep their hash."""
+    _, container = cached_run_config(BASE, root)
+    before = copy.deepcopy(container)
+    for key in ("image_cache", "image_cache_mb"):
+        del before["train"][key]
+    assert train_hash(before) == train_hash(container)
 
 
 def test_output_root_moves_the_dir_but_keeps_the_hash(tmp_path, root):

@@ -132,6 +132,28 @@ def test_base2new_train_and_eval_spaces(dtd, base_split, n_base):
     assert [e.id for e in ex] == [e.id for e in full if e.label in base]
 
 
+def test_open_set_has_no_option_lists_the_same_items_and_the_open_question(dtd):
+    """setting=open: the few-shot training subset and test items, without option lists; the eval set asks the open
+    question and carries the label space its answers are free over (the consistency analysis reads it)."""
+    import dataclasses
+
+    root, cache = dtd
+    ds = dataclasses.replace(dataset_config("dtd"), open_question="What is this texture?")
+    run = make_run(root, cache, ds, setting="open", shots=2)
+    few = make_run(root, cache, ds, shots=2)
+    ex = train_examples(run, run.dataset)
+    assert [e.id for e in ex] == [e.id for e in train_examples(few, few.dataset)]  # same K-shot subset
+    assert all(e.options == () for e in ex)
+    (test,) = eval_sets(run, run.dataset)
+    (closed,) = eval_sets(few, few.dataset)
+    assert test.split == "test" and test.question == "What is this texture?" and closed.question == ds.question
+    assert [e.id for e in test.examples] == [e.id for e in closed.examples]
+    assert all(e.options == () for e in test.examples) and all(e.options for e in closed.examples)
+    assert test.classes == DTD_CLASSES and closed.classes == []
+    frozen = json.loads((cache / "dtd" / "open" / "seed_1" / "eval_test.json").read_text())
+    assert frozen["question"] == "What is this texture?" and all(i["options"] == [] for i in frozen["items"])
+
+
 def test_option_sizes_follow_option_count(tmp_path):
     names = [f"c{i:02d}" for i in range(10)]
     make_dtd(tmp_path / "data", classes=names, n_train=2, n_val=0, n_test=2)

@@ -62,6 +62,14 @@ TRAIN = {
         "<think> </think> and final answer in <answer> </answer> tags.<|im_end|>\n<|im_start|>assistant\n"
     ),
     "adaptive": ADAPTIVE,
+    # no official code: the paper's instruction (App. E), placed as grpo.py places CLS-RL's ("\n Please ...")
+    "think-after-answer": (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>What type of texture is in the photo?\n"
+        "Please choose one from list [ banded, zigzagged, marbled].\n Please first output the answer in "
+        "<answer> </answer> tags and then output a brief reasoning process in <reason> </reason> tags."
+        "<|im_end|>\n<|im_start|>assistant\n"
+    ),
 }
 # Evaluation prompts (paper.md 1.3: the eval scripts' wording; " Please directly output the answer name.").
 EVAL = {
@@ -96,6 +104,13 @@ EVAL = {
         "<think> </think> and final answer in <answer> </answer> tags.<|im_end|>\n<|im_start|>assistant\n"
     ),
     ("adaptive", "test"): ADAPTIVE,  # no official eval script: its training prompt
+    ("think-after-answer", "test"): (  # no official eval script: placed as the eval scripts place CLS-RL's
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>What type of texture is in the photo?\n"
+        "Please choose one from list [ banded, zigzagged, marbled]. Please first output the answer in "
+        "<answer> </answer> tags and then output a brief reasoning process in <reason> </reason> tags."
+        "<|im_end|>\n<|im_start|>assistant\n"
+    ),
     ("sft", "test"): SFT_PROMPT,  # the SFT prompt (system turn, text then image)
 }
 
@@ -116,7 +131,7 @@ def settings(session_root):
 @pytest.fixture(scope="module")
 def methods(session_root):
     return {m: run_config([*TINY, f"method={m}"], session_root)[0].method
-            for m in ("zeroshot", "sft", "clsrl", "nothink", "adaptive")}
+            for m in ("zeroshot", "sft", "clsrl", "nothink", "adaptive", "think-after-answer")}
 
 
 def _example(split: str = "test") -> Example:
@@ -192,6 +207,103 @@ def test_zeroshot_train_variant_is_the_direct_training_prompt(methods, processor
     m = methods["zeroshot"]
     (text,) = chat_texts(processor, [_example()], eval_prompt(m, "test", "train"), QUESTION)
     assert text == TRAIN["nothink"]
+
+
+# Open-set (setting=open): no option list, the official domain question (grpo_open*.py, test_qwen2vl_open_fewshot.py)
+FLOWER, ANIMAL = "What type of flower is in the photo?", "What type of animal is in the photo?"
+OPEN_TRAIN = {
+    ("clsrl", "oxford_flowers"): (  # grpo_open.py: grpo.py's template around the question alone
+        SYS + USER_IMG + "What type of flower is in the photo?\n Please output the thinking process in <think> "
+        "</think> and final answer in <answer> </answer> tags." + END),
+    ("nothink", "oxford_pets"): (  # grpo_direct_open_pets.py
+        SYS + USER_IMG + "What type of animal is in the photo?\n Please directly output the answer." + END),
+}
+OPEN_EVAL = {
+    ("clsrl", "oxford_flowers"): (  # test_qwen2vl_open_fewshot.py, prompt=normal ("Please output ...")
+        SYS + USER_IMG + "What type of flower is in the photo? Please output the thinking process in <think> "
+        "</think> and final answer in <answer> </answer> tags." + END),
+    ("nothink", "oxford_flowers"): (  # prompt=direct
+        SYS + USER_IMG + "What type of flower is in the photo? Please directly output the answer name." + END),
+    ("zeroshot", "oxford_pets"): SYS + USER_IMG + "What type of animal is in the photo? Please directly output the "
+                                 "answer name." + END,
+    ("think-after-answer", "food101"): (
+        SYS + USER_IMG + "What type of food is in the photo? Please first output the answer in <answer> </answer> "
+        "tags and then output a brief reasoning process in <reason> </reason> tags." + END),
+}
+
+
+@pytest.fixture(scope="module")
+def open_runs(session_root):
+    """(RunConfig, container) per (method, dataset) composed with setting=open."""
+    keys = {*OPEN_TRAIN, *OPEN_EVAL}
+    return {(m, d): run_config(["logger=none", "setting=open", f"method={m}", f"dataset={d}"], session_root)
+            for m, d in keys}
+
+
+def _open_example(split: str) -> Example:
+    return Example("x/0001.jpg", "/nonexistent/0001.jpg", "pink primrose", (), split)
+
+
+@pytest.mark.parametrize("key", sorted(OPEN_TRAIN))
+def test_open_set_training_prompt_after_chat_template(key, open_runs, processor):
+    from trl.data_utils import prepare_multimodal_messages
+
+    run, _ = open_runs[key]
+    question = run.dataset.question_in(run.setting.name)
+    messages = grpo_messages(prompt_text(run.method.train_template, question, ()), run.method)
+    rendered = processor.apply_chat_template(prepare_multimodal_messages(messages, images=[_image()]),
+                                             tokenize=False, add_generation_prompt=True)
+    assert rendered == OPEN_TRAIN[key]
+    assert "Please choose one from list" not in rendered
+
+
+@pytest.mark.parametrize("key", sorted(OPEN_EVAL))
+def test_open_set_eval_prompt_after_chat_template(key, open_runs, processor):
+    """Through the cell's own evaluation request (setting=open picks the open-set wording and question)."""
+    from clsrl_exp.cells import requested_evals
+    from clsrl_exp.identity import train_hash
+
+    run, container = open_runs[key]
+    (spec,) = requested_evals(run, train_hash(container))
+    assert spec.split == "test" and spec.variant == "eval"
+    (text,) = chat_texts(processor, [_open_example("test")], spec.prompt, run.dataset.question_in("open"))
+    assert text == OPEN_EVAL[key]
+
+
+def test_open_questions_are_the_official_ones_and_others_ask_their_own():
+    from clsrl_exp.config import dataset_config
+
+    obj = "What type of object is in the photo?"
+    expected = {"oxford_flowers": FLOWER, "oxford_pets": ANIMAL, "food101": "What type of food is in the photo?",
+                "imagenet": obj, "caltech101": obj, "dtd": QUESTION,
+                "eurosat": "What type of object is in the centered satellite photo?",
+                "ucf101": "What actions is the person performing in the photo?"}
+    for name, question in expected.items():
+        ds = dataset_config(name)
+        assert ds.question_in("open") == question, name
+        assert ds.question_in("fewshot") == ds.question  # the closed set keeps the paper's question
+
+
+# eval.prompt variants: cross-prompt (another method's eval prompt, v6 Fig. 7(b)) and empty-think (v6 Table 17)
+VARIANTS = {
+    ("clsrl", "nothink"): EVAL[("nothink", "test")],
+    ("nothink", "clsrl"): EVAL[("clsrl", "test")],
+    ("clsrl", "sft"): SFT_PROMPT,  # the whole prompt as SFT is asked: its system turn, text before image
+    ("clsrl", "empty-think"): EVAL[("clsrl", "test")] + "<think></think>",  # the reply starts with the empty block
+    ("clsrl", "clsrl"): EVAL[("clsrl", "test")],  # its own name: its default prompt
+}
+
+
+@pytest.mark.parametrize(("method", "variant"), sorted(VARIANTS))
+def test_prompt_variants_after_chat_template(method, variant, session_root, processor):
+    from clsrl_exp.cells import requested_evals
+    from clsrl_exp.identity import train_hash
+
+    run, container = run_config([*TINY, f"method={method}", f"eval.prompt={variant}"], session_root)
+    (spec,) = requested_evals(run, train_hash(container))
+    assert spec.variant == ("eval" if variant == method else variant)
+    (text,) = chat_texts(processor, [_example()], spec.prompt, QUESTION)
+    assert text == VARIANTS[(method, variant)]
 
 
 def test_image_token_expands_to_the_configured_count(processor):

@@ -10,6 +10,7 @@ from clsrl_exp.rewards import (
     REWARDS,
     accuracy_reward,
     adaptive_format_reward,
+    answer_reason_format_reward,
     completion_text,
     equality_reward,
     extract_answer,
@@ -19,7 +20,9 @@ from clsrl_exp.rewards import (
     strict_match,
 )
 
-REWARD_FNS = [format_reward, accuracy_reward, equality_reward, adaptive_format_reward]
+REWARD_FNS = [format_reward, accuracy_reward, equality_reward, adaptive_format_reward, answer_reason_format_reward,
+              get_reward("accuracy", offered={"underscore_retry": True}),   # open-set (setting=open) forms
+              get_reward("equality", offered={"underscore_retry": True})]
 TRL_KWARGS = dict(
     prompts=[[{"role": "user", "content": "q"}]],
     completion_ids=[[1, 2, 3]],
@@ -113,6 +116,45 @@ def test_adaptive_format_reward(text, expected):
     assert adaptive_format_reward([conv(text)], ["cat"], **TRL_KWARGS) == [expected]
 
 
+# ---------------------------------------------------------------- answer_reason_format_reward (Think-After-Answer)
+
+ANSWER_REASON_CASES = [
+    ("<answer>cat</answer><reason>fur</reason>", 1.0),
+    ("<answer>cat</answer>\n\n <reason>fur</reason>", 1.0),  # whitespace between the blocks
+    ("<answer>two\nlines</answer>\n<reason>multi\nline</reason>", 1.0),  # newlines inside blocks
+    ("<answer></answer><reason></reason>", 1.0),  # empty blocks still have the format
+    ("<reason>fur</reason><answer>cat</answer>", 0.0),  # reversed order
+    ("<answer>cat</answer>", 0.0),  # reason missing
+    ("<reason>fur</reason>", 0.0),  # answer missing
+    ("<think>t</think><answer>cat</answer>", 0.0),  # CLS-RL's format is not this one
+    ("Answer: <answer>cat</answer><reason>fur</reason>", 0.0),  # leading text
+    ("<answer>cat</answer><reason>fur</reason> done", 0.0),  # trailing text
+    ("<answer>cat</answer><reason>fur</reason>\n", 0.0),  # trailing newline
+    (" <answer>cat</answer><reason>fur</reason>", 0.0),  # leading whitespace
+    ("<answer>cat</answer> because <reason>fur</reason>", 0.0),  # text between the blocks
+    ("<answer>cat</answer><reason>fur", 0.0),  # unclosed reason
+    ("<answer>cat<reason>fur</reason></answer>", 0.0),  # reason nested inside the answer
+    ("<answer><answer>cat</answer></answer><reason>fur</reason>", 1.0),  # nested answer: .*? spans (as CLS-RL)
+    ("<answer>a</answer><reason>r</reason><reason>s</reason>", 1.0),  # .*? spans to the final tag (as CLS-RL)
+    ("<ANSWER>cat</ANSWER><REASON>fur</REASON>", 0.0),  # tags are case-sensitive
+    ("<answer>cat</answer><think>fur</think>", 0.0),
+    ("", 0.0),
+]
+
+
+@pytest.mark.parametrize("text, expected", ANSWER_REASON_CASES)
+def test_answer_reason_format_reward(text, expected):
+    assert answer_reason_format_reward([text], ["cat"]) == [expected]
+    assert answer_reason_format_reward([conv(text)], ["cat"]) == [expected]
+    assert answer_reason_format_reward([conv_parts(text)], ["cat"], **TRL_KWARGS) == [expected]
+
+
+def test_think_after_answer_accuracy_reads_the_answer_block():
+    """Think-After-Answer's accuracy is CLS-RL's: the first answer tag; the reason after it is never read."""
+    texts = ["<answer>cat</answer><reason>not a dog</reason>", "<answer>dog</answer><reason>cat-like</reason>"]
+    assert accuracy_reward(texts, ["cat", "cat"]) == [1.0, 0.0]
+
+
 # ---------------------------------------------------------------- accuracy_reward
 
 ACCURACY_CASES = [
@@ -146,6 +188,50 @@ def test_accuracy_reward(text, label, expected):
     assert accuracy_reward([text], [label]) == [expected]
     assert accuracy_reward([conv(text)], [label]) == [expected]
     assert accuracy_reward([conv_parts(text)], [label], **TRL_KWARGS) == [expected]
+
+
+# open-set (official grpo_open_pets.py): lower-cased equality on the answer tag, then `_` -> space retry
+OPEN_ACCURACY_CASES = [
+    ("<answer>american bulldog</answer>", "american_bulldog", 1.0),  # the retry
+    ("<answer>American Bulldog</answer>", "american_bulldog", 1.0),  # retry, case ignored
+    ("<answer>american_bulldog</answer>", "american_bulldog", 1.0),  # the raw label still matches
+    ("<answer>americanbulldog</answer>", "american_bulldog", 0.0),
+    ("<answer>an american bulldog</answer>", "american_bulldog", 0.0),  # still equality, no containment
+    ("american bulldog", "american_bulldog", 1.0),  # no tag: whole text
+    ("<answer>sea lion</answer>", "sea lion", 1.0),  # label without underscores: plain rule
+    ("<answer>sea_lion</answer>", "sea lion", 0.0),  # the retry only turns label underscores into spaces
+    ("<answer> </answer>", "_", 0.0),
+]
+
+
+@pytest.mark.parametrize("text, label, expected", OPEN_ACCURACY_CASES)
+def test_open_set_accuracy_retries_underscores(text, label, expected):
+    assert accuracy_reward([text], [label], underscore_retry=True) == [expected]
+    assert get_reward("accuracy", offered={"underscore_retry": True})([conv(text)], [label]) == [expected]
+
+
+OPEN_EQUALITY_CASES = [  # official grpo_direct_open_pets.py: exact raw equality, then `_` -> space retry
+    ("american bulldog", "american_bulldog", 1.0),
+    ("american_bulldog", "american_bulldog", 1.0),
+    ("American bulldog", "american_bulldog", 0.0),  # still case-sensitive
+    ("american bulldog ", "american_bulldog", 0.0),  # still no strip
+    ("<answer>american bulldog</answer>", "american_bulldog", 0.0),
+    ("sea lion", "sea lion", 1.0),
+    ("sea_lion", "sea lion", 0.0),
+]
+
+
+@pytest.mark.parametrize("text, label, expected", OPEN_EQUALITY_CASES)
+def test_open_set_equality_retries_underscores(text, label, expected):
+    assert equality_reward([text], [label], underscore_retry=True) == [expected]
+    assert get_reward("equality", offered={"underscore_retry": True})([conv(text)], [label]) == [expected]
+
+
+def test_offered_kwargs_reach_only_rewards_that_name_them_and_never_override_the_methods():
+    assert get_reward("format", offered={"underscore_retry": True}) is format_reward
+    assert get_reward("answer_reason_format", offered={"underscore_retry": True}) is answer_reason_format_reward
+    plain = get_reward("equality", {"underscore_retry": False}, offered={"underscore_retry": True})
+    assert plain(["sea lion"], ["sea_lion"]) == [0.0]  # the method's own kwargs win
 
 
 def test_accuracy_reward_batch():
@@ -206,12 +292,14 @@ def test_registry_and_names():
         "accuracy": accuracy_reward,
         "equality": equality_reward,
         "adaptive_format": adaptive_format_reward,
+        "answer_reason_format": answer_reason_format_reward,
     }
     assert [f.__name__ for f in REWARDS.values()] == [
         "format_reward",
         "accuracy_reward",
         "equality_reward",
         "adaptive_format_reward",
+        "answer_reason_format_reward",
     ]
     assert get_reward("equality") is equality_reward
 
@@ -334,3 +422,28 @@ def test_property_tagged_label_matches(label, pad):
     assert lenient_match(output, label)
     assert lenient_match(output, label.upper())
     assert equality_reward([label], [label]) == [1.0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(), label=st.text(alphabet=st.sampled_from("ab_ c")))
+def test_property_underscore_retry_only_adds_matches(text, label):
+    """The open-set retry accepts everything the closed-set rule accepts, and differs only for labels with `_`."""
+    for fn in (accuracy_reward, equality_reward):
+        plain, retry = fn([text], [label])[0], fn([text], [label], underscore_retry=True)[0]
+        assert retry >= plain
+        if "_" not in label:
+            assert retry == plain
+
+
+_NO_TAGS = st.text(alphabet=st.characters(exclude_characters="<>"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(answer=_NO_TAGS, reason=_NO_TAGS, gap=st.sampled_from(["", " ", "\n", " \n\t"]),
+       junk=st.text(min_size=1).filter(lambda s: s.strip() != ""))
+def test_property_answer_then_reason_is_the_format_and_anything_around_it_breaks_it(answer, reason, gap, junk):
+    good = f"<answer>{answer}</answer>{gap}<reason>{reason}</reason>"
+    assert answer_reason_format_reward([good], ["x"]) == [1.0]
+    assert answer_reason_format_reward([f"<reason>{reason}</reason>{gap}<answer>{answer}</answer>"], ["x"]) == [0.0]
+    assert answer_reason_format_reward([good + junk], ["x"]) == [0.0]
+    assert answer_reason_format_reward([f"<answer>{answer}</answer>"], ["x"]) == [0.0]

@@ -138,7 +138,8 @@ def test_dry_listing_shows_the_44_paper_fewshot_cells_without_running_them(tmp_p
     (["+sweep=paper-base2new"], 44),
     (["+sweep=free-lunch"], 33),
     (["+sweep=shots-curve"], 180),
-    (["+sweep=adaptive"], 12),
+    (["+sweep=adaptive"], 16),
+    (["+sweep=paper-open"], 15),
     (["+sweep=smoke"], 4),
 ])
 def test_every_grid_composes(overrides, n, tmp_path):
@@ -161,7 +162,11 @@ def test_every_grid_composes(overrides, n, tmp_path):
     if name == "adaptive":
         assert all("/qwen2vl-7b/" in c["run_dir"] for c in checked)
         assert {o for c in cells for o in c["overrides"] if o.startswith("method=")} == {
-            "method=adaptive", "method=nothink", "method=clsrl"}
+            "method=adaptive", "method=nothink", "method=clsrl", "method=think-after-answer"}
+    if name == "paper-open":
+        assert all("/open/" in c["run_dir"] and "/qwen2vl-2b/" in c["run_dir"] for c in checked)
+        assert {o for c in cells for o in c["overrides"] if o.startswith("dataset=")} == {
+            f"dataset={d}" for d in ("imagenet", "caltech101", "food101", "oxford_flowers", "oxford_pets")}
     if name == "smoke":
         assert all("/tiny-qwen2vl/k2-s1-" in c["run_dir"] for c in checked)
 

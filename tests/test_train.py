@@ -8,7 +8,9 @@
   generation config (and top_k=1 would make them identical);
 - SFT: 2 steps, loss on the whole sequence by default (prompt included, pads and image pads excluded), on the answer
   only with train.completion_only_loss=true;
-- bf16 weights get the fp32-master AdamW, which keeps lr-1e-6 updates that plain bf16 AdamW rounds away.
+- bf16 weights get the fp32-master AdamW, which keeps lr-1e-6 updates that plain bf16 AdamW rounds away;
+- the image cache (train.image_cache) leaves a 2-step GRPO run's losses and parameters exactly as TRL's own
+  processing does.
 """
 
 from __future__ import annotations
@@ -139,16 +141,51 @@ def dense_reward(prompts, completions, **kwargs) -> list[float]:
     return [sum(ch.isascii() and ch.isalpha() for ch in t) / max(len(t), 1) for t in texts]
 
 
-def test_a_varying_reward_moves_the_parameters(session_root, tiny_path, setup, tmp_path):
-    trainer, _ = _grpo_trainer("nothink", session_root, tiny_path, setup, tmp_path, reward_funcs=[dense_reward])
-    before = _snapshot(trainer.model)
-    trainer.train()
+_DENSE: dict[bool, tuple] = {}
+
+
+@pytest.fixture(scope="module")
+def dense(session_root, tiny_path, setup, tmp_path_factory):
+    """image cache on/off -> (trainer after 2 GRPO steps with the dense reward, parameters before training)."""
+
+    def get(image_cache: bool):
+        if image_cache not in _DENSE:
+            trainer, _ = _grpo_trainer("nothink", session_root, tiny_path, setup, tmp_path_factory.mktemp("dense"),
+                                       extra=(f"train.image_cache={str(image_cache).lower()}",),
+                                       reward_funcs=[dense_reward])
+            before = _snapshot(trainer.model)
+            trainer.train()
+            _DENSE[image_cache] = trainer, before
+        return _DENSE[image_cache]
+
+    return get
+
+
+def test_a_varying_reward_moves_the_parameters(dense):
+    trainer, before = dense(True)
     logs = [h for h in trainer.state.log_history if "reward" in h]
     assert len(logs) == 2 and all(h["reward_std"] > 0 for h in logs), logs
     changed = _changed(before, trainer.model)
     assert len(changed) >= 0.8 * len(before), f"only {len(changed)} of {len(before)} tensors changed"
     # lm_head / embeddings and the vision tower both learn (the image reaches the loss)
     assert any("visual" in k for k in changed) and any("layers" in k for k in changed)
+
+
+def test_the_image_cache_leaves_the_two_step_losses_identical(dense):
+    """Same seed, same data: TRL's own processing twice per step and the image cache give the same log history
+    (losses, rewards, KL, gradient norms) and the same parameters; the cache did process each image once."""
+    cached, _ = dense(True)
+    plain, _ = dense(False)
+    cache = cached.processing_class._process_images
+    assert cache.computed == 16 and cache.reused == 2 * 2 * 64 - 16  # 16 images, 2 steps x 2 calls x 64 slots
+    assert "_process_images" not in vars(plain.processing_class)  # off: TRL's own method
+    timing = ("time", "runtime", "per_second")
+    strip = [{k: v for k, v in h.items() if not any(t in k for t in timing)} for h in cached.state.log_history]
+    ref = [{k: v for k, v in h.items() if not any(t in k for t in timing)} for h in plain.state.log_history]
+    losses = [h["loss"] for h in ref if "loss" in h]
+    assert len(losses) == 2 and any(x != 0 for x in losses)  # a loss that can differ
+    assert strip == ref
+    assert _changed(_snapshot(plain.model), cached.model) == []
 
 
 def test_g_completions_of_one_prompt_differ(trained):
@@ -289,3 +326,34 @@ def test_extra_trl_arguments_merge_into_model_init_kwargs(session_root):
                         session_root)
     args, _ = grpo_config(run, Device(cuda=False), str(session_root / "x"), "hf", ["none"])
     assert args.model_init_kwargs == {"dtype": "float32", "attn_implementation": "sdpa", "low_cpu_mem_usage": True}
+
+
+# ------------------------------------------------------------------------------------------------- curve
+def test_an_accuracy_curve_does_not_change_what_is_trained(session_root, tiny_path, setup, tmp_path):
+    """Held-out accuracy measured during training (eval.curve_every) leaves every random generator as it found it:
+    the same two GRPO steps (rewards, losses) with and without it."""
+    from clsrl_exp.data import eval_sets
+    from clsrl_exp.evaluate import EvalTask
+    from clsrl_exp.prompts import eval_prompt
+    from clsrl_exp.train.callbacks import accuracy_curve
+
+    def length_reward(completions, **kw):  # varies within a group, so the steps change the weights
+        return [float(len(c[0]["content"]) % 3) for c in completions]
+
+    history = {}
+    for curve in (False, True):
+        torch.manual_seed(0)
+        trainer, _ = _grpo_trainer("nothink", session_root, tiny_path, setup, tmp_path / str(curve),
+                                   reward_funcs=[length_reward])
+        if curve:
+            run = _rl_run("nothink", session_root)
+            (es,) = eval_sets(run, run.dataset)
+            task = EvalTask(es, "eval", eval_prompt(run.method, "test", "eval"), "h")
+            cb = accuracy_curve([task], setup[0], every=1, limit=4, image_size=56, batch_size=4, max_new_tokens=2,
+                                scratch=tmp_path / "curve.jsonl")
+            trainer.add_callback(cb)
+        trainer.train()
+        history[curve] = [(h.get("loss"), h.get("reward")) for h in trainer.state.log_history if "loss" in h]
+        if curve:
+            assert [p["step"] for p in cb.points] == [0, 1, 2]
+    assert history[True] == history[False] and len(history[False]) == 2

@@ -1,4 +1,4 @@
-"""`python -m clsrl_exp.bench [--tiny]`: paper-scale GRPO steps and evaluation throughput, against the floor.
+"""`python -m clsrl_exp.bench [--tiny | --images]`: paper-scale GRPO steps and evaluation throughput, against the floor.
 
 GRPO (16 prompts x 4 completions per optimizer step, paper hyperparameters) through our training entry:
   ours (bf16 weights, no checkpointing, micro-batch sweep) vs TRL's defaults (fp32 weights + bf16 autocast,
@@ -6,6 +6,8 @@ GRPO (16 prompts x 4 completions per optimizer step, paper hyperparameters) thro
 Evaluation: our evaluator vs the official script's settings on the same images and prompts.
 Floors: FLOPs over the measured matmul rate + weight reads over the measured copy bandwidth (same run).
 Prints one table and writes bench.json to --out (default $OUT or outputs/bench).
+`--images` (any CPU, no model): the CPU image work of GRPO steps with the real processor settings, TRL's own path vs
+the image cache (train.image_cache), and the evaluator's per-image preprocessing; writes bench_images.json.
 """
 
 from __future__ import annotations
@@ -70,10 +72,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nothink-len", type=int, default=8)
     ap.add_argument("--think-len", type=int, default=256)
     ap.add_argument("--micro-batches", default="8,16,32", help="our micro-batch sizes to try (completions)")
-    ap.add_argument("--eval-images", type=int, default=768)
+    ap.add_argument("--eval-images", type=int, default=None, help="default 768 (64 with --images)")
     ap.add_argument("--eval-batches", default="256", help="our evaluator's batch sizes to time (comma list)")
-    ap.add_argument("--skip", default="", help="comma list of: defaults,think,eval")
+    ap.add_argument("--skip", default="", help="comma list of: cache-off,defaults,think,eval")
+    ap.add_argument("--images", action="store_true", help="CPU: image work per GRPO step, TRL's path vs the cache")
+    ap.add_argument("--train-images", type=int, default=None,
+                    help="training images: GRPO steps sample from these (default: all, a new image almost every slot; "
+                         "16 = every timed step revisits them, as epochs 2+ do); --images: epoch size (default 128)")
+    ap.add_argument("--epochs", type=int, default=3, help="--images: passes over them (epoch 1 = cold cache)")
+    ap.add_argument("--prompts", type=int, default=None, help="--images: prompts per step (train.prompts_per_step)")
+    ap.add_argument("--source", default="500x375", help="--images: WxH of the JPEGs on disk (resized to 384)")
+    ap.add_argument("--threads", type=int, default=1, help="--images: torch threads (the per-core cost)")
     a = ap.parse_args(argv)
+    if a.images:
+        a.eval_images = 64 if a.eval_images is None else a.eval_images
+        a.train_images = a.train_images or 128
+        return images_main(a)
+    a.eval_images = 768 if a.eval_images is None else a.eval_images
     if not a.tiny:
         import torch
 
@@ -88,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.tiny:  # same code, CPU-sized: 2 prompts x 4 per step, 8 option names, 16 images
         a.model = a.model or "tiny-qwen2vl"
         a.steps, a.nothink_len, a.think_len, a.eval_images, a.eval_batches = 1, 4, 16, 32, "8,32"
-        a.micro_batches, pps, names = "4,8", 2, fixtures.NAMES[:8]
+        a.micro_batches, pps, names = "8", 2, fixtures.NAMES[:8]
     a.model = a.model or "qwen2vl-2b"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     def attempt(method: str, name: str, r) -> None:
         """Time one variant; an OOM or crash is recorded and the benchmark goes on (partial JSON kept)."""
         try:
-            row = grpo_step.time_grpo(name, r, path, processor, exs, device, str(out / "trainer"))
+            row = grpo_step.time_grpo(name, r, path, processor, exs[:a.train_images], device, str(out / "trainer"))
             result["grpo"].append({"method": method, **row})
             log.info("%s %s: %.2f s/step (gen %.2f, ref/score %.2f, update %.2f), peak %s GB", method, name,
                      row["step_s"], row["generate_s"], row["score_ref_s"], row["update_s"], row["peak_gb"])
@@ -133,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         attempt("nothink", f"ours mb{mb}", grpo_step.variant_run(run, micro_batch_size=mb, length=a.nothink_len,
                                                                  steps=a.steps, prompts_per_step=pps))
     best = min(result["grpo"], key=lambda g: g["step_s"]) if result["grpo"] else {"micro_batch": 8}
+    if "cache-off" not in skip:  # before/after of the image cache in the same process (issue #18)
+        attempt("nothink", f"ours mb{best['micro_batch']}, image cache off", grpo_step.variant_run(
+            run, micro_batch_size=best["micro_batch"], length=a.nothink_len, steps=a.steps, prompts_per_step=pps,
+            image_cache=False))
     if "defaults" not in skip:
         attempt("nothink", "TRL defaults", grpo_step.variant_run(run, trl_defaults=True, length=a.nothink_len,
                                                                  steps=a.steps, prompts_per_step=pps))
@@ -185,6 +204,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def images_main(a) -> int:
+    """`--images`: GRPO image work per step (TRL's path vs the cache, same images, interleaved) + eval worker rate."""
+    import torch
+
+    from clsrl_exp.bench import image_work
+    from clsrl_exp.lengths import image_tokens
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = a.model or "qwen2vl-2b"
+    run = compose_run(model, "nothink", out / "runs")
+    processor = fixtures.offline_processor(run.model, out / f"processor-{model}")
+    w, h = (int(x) for x in a.source.split("x"))
+    prompts = a.prompts or run.train.prompts_per_step
+    n = max(a.train_images, prompts)
+    exs = fixtures.examples(n + 2 + a.eval_images, run.model.image_size, out / f"images-{a.source}", source=(w, h))
+    m = run.model
+    result = {"device": _device_name(False), "threads": a.threads, "model": model, "image_size": m.image_size,
+              "image_tokens": image_tokens(m.image_size, m.min_pixels, m.max_pixels), "source": a.source,
+              "grpo": image_work.grpo_image_work(run, processor, exs[:n], exs[n:n + 2], prompts=prompts,
+                                                 generations=run.train.num_generations, epochs=a.epochs)}
+    if a.eval_images:
+        result["eval"] = image_work.eval_image_work(run, processor, exs[n + 2:])
+    (out / "bench_images.json").write_text(json.dumps(result, indent=1))
+    print(image_work.render(result), flush=True)
+    print(f"\nwrote {out / 'bench_images.json'}")
+    return 0 if result["grpo"]["identical"] else 1
+
+
 def _device_name(cuda: bool) -> str:
     import platform
 
@@ -208,12 +258,17 @@ def render(r: dict) -> str:
     parts = [head, "", table(rows)]
     parts += [f"FAILED {f['method']} {f['variant']}: {f['error']}" for f in r.get("failed", [])]
     by = {g["variant"]: g for g in r["grpo"] if g["method"] == "nothink"}
-    if "TRL defaults" in by and len(by) > 1:
-        ours = min((g for g in r["grpo"] if g["method"] == "nothink" and g["variant"] != "TRL defaults"),
-                   key=lambda g: g["step_s"])
+    mine = [g for g in r["grpo"] if g["method"] == "nothink" and g["variant"].startswith("ours")]
+    ours = min((g for g in mine if g.get("image_cache", True)), key=lambda g: g["step_s"], default=None)
+    off = next((g for g in mine if not g.get("image_cache", True)), None)
+    if "TRL defaults" in by and ours:
         ref = by["TRL defaults"]["step_s"]
         parts.append(f"\nNo-Thinking step: ours {ours['step_s']:.2f} s vs TRL defaults {ref:.2f} s -> "
                      f"{ref / ours['step_s']:.2f}x faster")
+    if ours and off:
+        parts.append(f"image cache: {off['step_s']:.2f} s/step off -> {ours['step_s']:.2f} s/step on "
+                     f"(ref/score {off['score_ref_s']:.2f} -> {ours['score_ref_s']:.2f} s, generate "
+                     f"{off['generate_s']:.2f} -> {ours['generate_s']:.2f} s)")
     if r["eval"]:
         erows = [("evaluation", "images", "s", "images/s", "floor img/s", "of floor")]
         for e in r["eval"]:

@@ -24,22 +24,40 @@ NAMES = [f"class {w}" for w in (
     "ivory jade khaki lemon mauve navy").split()]
 
 
+def offline_tokenizer():
+    """A BPE tokenizer trained in-process on the paper's templates and the benchmark's class names."""
+    from clsrl_exp.config import load_option
+    from clsrl_exp.models import build_tokenizer
+
+    text = list(load_option("model", "tiny-qwen2vl").tiny.text)  # the paper's templates and questions
+    return build_tokenizer(TinyBuild(vocab_size=1024, corpus=[w for n in NAMES for w in n.split()],
+                                     text=text + NAMES))
+
+
+def offline_processor(model_cfg: ModelConfig, out_dir: Path):
+    """`model_cfg`'s real processor settings (pixel bounds) around the offline tokenizer, saved and loaded back
+    the way training loads a processor (`clsrl_exp.models.load_processor`). No weights."""
+    from clsrl_exp.models import load_processor, qwen2vl_parts
+
+    if not (out_dir / "processor_config.json").exists():
+        proc, _, _ = qwen2vl_parts(offline_tokenizer(), model_cfg, {}, {})
+        proc.save_pretrained(out_dir)
+    return load_processor(str(out_dir), model_cfg)
+
+
 def build_random_model(model_cfg: ModelConfig, out_dir: Path, cuda: bool) -> str:
     """Save a random-weight model of `model_cfg.name`'s architecture (bf16) with an offline tokenizer/processor."""
     import torch
     from transformers import Qwen2VLForConditionalGeneration
 
-    from clsrl_exp.config import load_option
-    from clsrl_exp.models import build_tokenizer, qwen2vl_parts
+    from clsrl_exp.models import qwen2vl_parts
 
     if model_cfg.name not in ARCH:
         raise SystemExit(f"error: no architecture table for model '{model_cfg.name}'; known: {sorted(ARCH)}")
     if (out_dir / "config.json").exists():
         return str(out_dir)
     arch = ARCH[model_cfg.name]
-    text = list(load_option("model", "tiny-qwen2vl").tiny.text)  # the paper's templates and questions
-    tok = build_tokenizer(TinyBuild(vocab_size=1024, corpus=[w for n in NAMES for w in n.split()],
-                                    text=text + NAMES))
+    tok = offline_tokenizer()
     text = dict(arch["text"], vocab_size=VOCAB, max_position_embeddings=32768,
                 rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": arch.get(
                     "mrope_section", [16, 24, 24])})
@@ -56,8 +74,10 @@ def build_random_model(model_cfg: ModelConfig, out_dir: Path, cuda: bool) -> str
     return str(out_dir)
 
 
-def examples(n: int, size: int, out_dir: Path, seed: int = 0, names: list[str] | None = None):
-    """n random-noise JPEGs with per-example shuffled option lists over the 40 names (real prompt lengths)."""
+def examples(n: int, size: int, out_dir: Path, seed: int = 0, names: list[str] | None = None,
+             source: tuple[int, int] | None = None):
+    """n JPEGs with per-example shuffled option lists over the 40 names (real prompt lengths): size x size random
+    noise, or with `source` = (width, height) smooth photo-like images of that size (the loader resizes them)."""
     import numpy as np
     from PIL import Image
 
@@ -71,8 +91,12 @@ def examples(n: int, size: int, out_dir: Path, seed: int = 0, names: list[str] |
     out = []
     for i in range(n):
         path = out_dir / f"img_{i:05d}.jpg"
-        if not path.exists():
+        if not path.exists() and source is None:
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path, quality=90)
+        elif not path.exists():  # noise at 1/16 of the size, upsampled: compresses and decodes like a photo
+            w, h = source
+            small = Image.fromarray(rng.integers(0, 256, (max(1, h // 16), max(1, w // 16), 3), dtype=np.uint8))
+            small.resize((w, h), Image.Resampling.BICUBIC).save(path, quality=90)
         label = pick.choice(names)
         out.append(Example(id=path.name, image_path=str(path), label=label,
                            options=tuple(option_list(names, label, len(names), seed, path.name)), split="test"))

@@ -39,13 +39,14 @@ def _wrap(obj, name: str, bucket: list, cuda: bool) -> None:
 
 
 def variant_run(run, *, micro_batch_size: int | None = None, trl_defaults: bool = False, length: int = 8,
-                steps: int = 3, prompts_per_step: int | None = None):
+                steps: int = 3, prompts_per_step: int | None = None, image_cache: bool = True):
     """Our config for the benchmark (forced completion length, no saving), or TRL's defaults with only the
-    paper's hyperparameters: fp32 weights + bf16 autocast, gradient checkpointing on."""
+    paper's hyperparameters: fp32 weights + bf16 autocast, gradient checkpointing on, TRL's own image processing."""
     extra = {"generation_kwargs": {"min_new_tokens": length}, "save_strategy": "no"}
     train = replace(run.train, max_steps=steps + 1, max_completion_length=length, logging_steps=1,
                     micro_batch_size=micro_batch_size or run.train.micro_batch_size,
-                    prompts_per_step=prompts_per_step or run.train.prompts_per_step)
+                    prompts_per_step=prompts_per_step or run.train.prompts_per_step,
+                    image_cache=image_cache and not trl_defaults)
     if trl_defaults:
         train = replace(train, gradient_checkpointing=True)
         extra["model_init_kwargs"] = {"dtype": "float32", "attn_implementation": run.model.attn_implementation}
@@ -65,7 +66,10 @@ def time_grpo(name: str, run, model_path: str, processor, examples, device, out_
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     timer = StepTimer(cuda)
-    data = grpo_dataset(examples, run.method, "What type of object is in the photo?", run.model.image_size)
+    from clsrl_exp.train.imagecache import decoded_cache_size
+
+    data = grpo_dataset(examples, run.method, "What type of object is in the photo?", run.model.image_size,
+                        decoded_cache_size(run))
     trainer = make_grpo_trainer(run, model_path, processor, data, device, out_dir, "hf", ["none"], [timer])
     gen, score = [], []
     _wrap(trainer, "_generate_single_turn", gen, cuda)
@@ -87,6 +91,7 @@ def time_grpo(name: str, run, model_path: str, processor, examples, device, out_
            "micro_batch": trainer.args.per_device_train_batch_size,
            "grad_accum": trainer.args.gradient_accumulation_steps,
            "checkpointing": bool(trainer.args.gradient_checkpointing), "weights": dtype,
+           "image_cache": run.train.image_cache,
            "peak_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None}
     del trainer
     if cuda:

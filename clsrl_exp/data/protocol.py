@@ -1,10 +1,10 @@
 """The evaluation protocol on top of a loaded split: K-shot subsets, base/new halves, option lists, frozen eval sets.
 
 Caches (small JSON, relative image paths, written atomically) under `run.data.cache_dir`:
-- `<cache>/<dataset>/fewshot/shot_<K>-seed_<S>.json`: the K-shot training subset (shared by both settings, as in
+- `<cache>/<dataset>/fewshot/shot_<K>-seed_<S>.json`: the K-shot training subset (shared by every setting, as in
   CoOp where base-to-new filters the same `shot_K-seed_S` subset); invalidated when the split's sha256 changes.
 - `<cache>/<dataset>/<setting>/seed_<S>/eval_<split>.json`: every test item with its frozen option list, so
-  zero-shot, SFT and RL runs are scored on identical prompts.
+  zero-shot, SFT and RL runs are scored on identical prompts (open-set: no option list, the same test items).
 - `<cache>/<dataset>/images/<sha256>.<ext>`: images stored inside the authors' data files, extracted once.
 
 Splits that arrive frozen (the authors' files, `Splits.frozen`) skip sampling and option drawing: their training rows
@@ -50,10 +50,12 @@ class Example:
 @dataclass
 class EvalSet:
     dataset: str  # dataset config name
-    split: str  # "test" (fewshot) | "base" | "new" (base2new)
+    split: str  # "test" (fewshot, open) | "base" | "new" (base2new)
     question: str
     examples: list[Example]
     missing: list[str] = field(default_factory=list)  # ids in the split whose image file does not exist
+    classes: list[str] = field(default_factory=list)  # open-set: the label space the answer is free over (items
+    # carry no option list); empty when every item carries its own options
 
 
 def ensure_dataset(ds: DatasetConfig, root: str | os.PathLike | None) -> None:
@@ -157,12 +159,19 @@ def _space_labels(run: RunConfig, splits: Splits) -> dict[str, list[int]]:
     if run.setting.name == "base2new":
         base, new = class_halves(n, run.setting.base_split)
         return {"base": base, "new": new}
-    return {"test": list(range(n))}
+    return {"test": list(range(n))}  # few-shot and open-set
 
 
 def _n_options(run: RunConfig, space: Sequence[str]) -> int:
+    """Options per prompt; 0 in open-set (no option list: the question alone, official `grpo_open*.py`)."""
     s = run.setting
+    if s.name == "open":
+        return 0
     return option_count(len(space), s.option_fraction, s.option_all_below, s.option_cap)
+
+
+def _options(space: Sequence[str], label: str, n: int, seed: int, example_id: str) -> list[str]:
+    return option_list(space, label, n, seed=seed, example_id=example_id) if n else []
 
 
 # ----------------------------------------------------------------------------------------------------- public
@@ -178,7 +187,7 @@ def examples_from_items(items: Sequence[Item], splits: Splits, ds: DatasetConfig
         if check_images and not image_is_readable(path):
             raise DataError(f"training image missing or unreadable: {path}")
         label = display_name(it.classname, ds)
-        opts = option_list(space, label, n, seed=seed, example_id=it.path)
+        opts = _options(space, label, n, seed, it.path)
         out.append(Example(it.path, str(path), label, tuple(opts), split))
     return out
 
@@ -229,15 +238,17 @@ def _frozen_items(run: RunConfig, ds: DatasetConfig, splits: Splits, split: str,
     for it in pool:
         if it.label in keep:
             label = display_name(it.classname, ds)
-            opts = option_list(space, label, n, seed=run.seed, example_id=it.path)
+            opts = _options(space, label, n, run.seed, it.path)
             items.append({"id": it.path, "label": label, "label_index": it.label, "options": opts})
-    atomic_write_json(path, {"version": EVAL_VERSION, "key": key, "question": ds.question, "classes": space,
+    atomic_write_json(path, {"version": EVAL_VERSION, "key": key, "question": ds.question_in(run.setting.name),
+                             "classes": space,
                              "num_options": n, "items": items})
     return items
 
 
 def eval_sets(run: RunConfig, ds: DatasetConfig, splits: Splits | None = None) -> list[EvalSet]:
-    """`test` (few-shot) or `base` + `new` (base2new), each with frozen option lists; missing images reported."""
+    """`test` (few-shot, open-set) or `base` + `new` (base2new), each with frozen option lists (none in open-set,
+    which asks the dataset's open question instead); missing images reported."""
     if splits is None:
         ensure_dataset(ds, run.data.root)
         splits = load_splits(ds, run.data.root)
@@ -253,7 +264,8 @@ def eval_sets(run: RunConfig, ds: DatasetConfig, splits: Splits | None = None) -
                 missing.append(rec["id"])
                 continue
             examples.append(Example(rec["id"], str(path), rec["label"], tuple(rec["options"]), split))
-        out.append(EvalSet(ds.name, split, ds.question, examples, missing))
+        classes = label_space(splits, ds, labels) if run.setting.name == "open" else []
+        out.append(EvalSet(ds.name, split, ds.question_in(run.setting.name), examples, missing, classes))
     return out
 
 
@@ -322,7 +334,9 @@ def _image_file(run: RunConfig, ds: DatasetConfig, splits: Splits, it: Item) -> 
 
 def _frozen_examples(run: RunConfig, ds: DatasetConfig, splits: Splits, items: list[Item], split: str
                      ) -> tuple[list[Example], list[str]]:
-    """Examples of frozen rows: verbatim problem, label as written, no option list; (examples, missing ids)."""
+    """Examples of frozen rows: verbatim problem, label as written, no option list; (examples, missing ids).
+    Open-set asks the question alone, so there the rows' problems (with their option lists) are not used."""
+    verbatim = run.setting.name != "open"
     out, missing = [], []
     for it in items:
         path = _image_file(run, ds, splits, it)
@@ -331,7 +345,7 @@ def _frozen_examples(run: RunConfig, ds: DatasetConfig, splits: Splits, items: l
         if not path.exists():
             missing.append(it.path)
             continue
-        out.append(Example(it.path, str(path), it.classname, (), split, problem=it.problem))
+        out.append(Example(it.path, str(path), it.classname, (), split, problem=it.problem if verbatim else None))
     return out, missing
 
 
@@ -352,4 +366,5 @@ def _frozen_eval(run: RunConfig, ds: DatasetConfig, splits: Splits, split: str) 
         raise ConfigError(f"dataset '{ds.name}' has no dataset.files.{split}: setting={run.setting.name} evaluates "
                           f"{', '.join(_space_labels(run, splits))}")
     examples, missing = _frozen_examples(run, ds, splits, splits.frozen[split], split)
-    return EvalSet(ds.name, split, ds.question, examples, missing)
+    classes = list(splits.classnames) if run.setting.name == "open" else []
+    return EvalSet(ds.name, split, ds.question_in(run.setting.name), examples, missing, classes)

@@ -1,7 +1,8 @@
 """Result report: `python -m clsrl_exp.report [RUN_ROOTS...] --out DIR`.
 
 Reads every `result.json` under the run roots, validates them (`records`), computes tidy tables (`tables`) beside
-the paper's numbers (`paper`), draws heatmaps and curves (`plots`) and writes CSV/Markdown/LaTeX (`render`).
+the paper's numbers (`paper`), the think/answer consistency from the prediction logs (`consistency`), draws heatmaps
+and curves (`plots`) and writes CSV/Markdown/LaTeX (`render`).
 Pure pandas + matplotlib (Agg) + tabulate: never imports torch/transformers/trl.
 """
 

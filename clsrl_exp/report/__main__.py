@@ -53,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     if not report.records:
         print("no complete records found")
     print(f"records: {len(report.records)} complete, {len(report.skipped)} skipped")
-    avg = report.fewshot[report.fewshot["dataset"] == "Average"]
-    for row in avg.itertuples(index=False):
-        paper = "" if row.paper != row.paper else f" (paper {row.paper:.2f})"
-        print(f"  few-shot {row.model} {row.method} {row.shots}-shot: Average {row.mean:.2f} over "
-              f"{row.n_datasets} datasets{paper}")
+    for name, table in (("few-shot", report.fewshot), ("open-set", report.open)):
+        if table.empty:
+            continue
+        for row in table[table["dataset"] == "Average"].itertuples(index=False):
+            paper = "" if row.paper != row.paper else f" (paper {row.paper:.2f})"
+            print(f"  {name} {row.model} {row.method} {row.shots}-shot: Average {row.mean:.2f} over "
+                  f"{row.n_datasets} datasets{paper}")
     avg = report.base2new[report.base2new["dataset"] == "Average"]
     for row in avg.itertuples(index=False):
         paper = "" if row.paper_H != row.paper_H else f" (paper {row.paper_H:.2f})"

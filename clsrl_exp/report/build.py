@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from clsrl_exp.fileio import atomic_write_bytes, atomic_write_text
-from clsrl_exp.report import plots, render, tables, transfer
+from clsrl_exp.report import consistency, plots, render, tables, transfer
 from clsrl_exp.report.content import Report, Transfer
 from clsrl_exp.report.records import load_records
 
@@ -51,6 +51,8 @@ def build_report(roots: list[str | Path]) -> Report:
         curves=tables.curves_frame(records),
         think_vs_nothink=tables.think_vs_nothink(records),
         transfers=transfers,
+        open=tables.fewshot_table(records, "open"),
+        consistency=consistency.consistency_table(records),
     )
 
 
@@ -68,6 +70,8 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
 
     csv("fewshot.csv", report.fewshot)
     csv("base2new.csv", report.base2new)
+    if not report.open.empty:
+        csv("open.csv", report.open)
     csv("cost.csv", report.cost)
     csv("skipped.csv", report.skipped_frame)
     for t in report.transfers:
@@ -81,6 +85,8 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
         png("curves.png", plots.curves_png(report.curves))
     if not report.think_vs_nothink.empty:
         csv("think_vs_nothink.csv", report.think_vs_nothink)
+    if not report.consistency.empty:
+        csv("consistency.csv", report.consistency)
     written["report.md"] = atomic_write_text(out / "report.md", render.render_markdown(report))
     written["report.tex"] = atomic_write_text(out / "report.tex", render.render_latex(report))
     return written

@@ -34,6 +34,8 @@ class Report:
     curves: pd.DataFrame
     think_vs_nothink: pd.DataFrame
     transfers: list[Transfer]
+    open: pd.DataFrame = field(default_factory=pd.DataFrame)  # open-set few-shot, fewshot's columns (v6 Table 11)
+    consistency: pd.DataFrame = field(default_factory=pd.DataFrame)  # think/answer agreement (consistency.py)
 
     @property
     def skipped_frame(self) -> pd.DataFrame:

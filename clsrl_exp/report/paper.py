@@ -3,7 +3,7 @@
 Source: Ming Li, Jike Zhong, Shitian Zhao, Yuxiang Lai, Haoquan Zhang, Wang Bill Zhu, Kaipeng Zhang,
 "To Think or Not To Think: A Study of Thinking in Rule-Based Visual Reinforcement Fine-Tuning", NeurIPS 2025,
 arXiv 2503.16188 (v6, 2025-10-25; v1 title "CLS-RL: Image Classification with Rule-Based Reinforcement Learning").
-All numbers are for Qwen2-VL-2B-Instruct, 4 shots, copied from the paper (v6 tables as listed below):
+Numbers are for Qwen2-VL-2B-Instruct, 4 shots, unless stated, copied from the paper (v6 tables as listed below):
 
 - `FEWSHOT`, `FEWSHOT_AVERAGE`: few-shot accuracy %, v6 Table 5 (= v1 Table 2), reference §5.2.
   Rows: "Qwen2VL zero-shot" -> zeroshot, "SFT" -> sft, "Thinking (CLS-RL)" -> clsrl, "No-Thinking" -> nothink.
@@ -14,24 +14,33 @@ All numbers are for Qwen2-VL-2B-Instruct, 4 shots, copied from the paper (v6 tab
 - `TRANSFER`: free-lunch matrices (accuracy minus zero-shot accuracy of the test dataset; row = fine-tuning
   dataset, column = test dataset, "AVG" = mean of the 11 columns), v6 Fig. 4(a) Thinking and 4(b) No-Thinking
   (repo heatmaps `r1_improve_heatmap.png`, `direct_improve_heatmap.png`), reference §5.4.
+- `FEWSHOT_7B`, `FEWSHOT_7B_AVERAGE`: Qwen2-VL-7B-Instruct few-shot accuracy % on DTD, EuroSAT, Flowers102 and
+  StanfordCars, v6 Tables 7/12, reference §5.6. Rows: "Thinking" -> clsrl, "Think-After-Answer" ->
+  think-after-answer, "Adaptive-Thinking" -> adaptive, "No-Thinking" -> nothink. (The table's 2B rows are Table 5's.)
+- `OPEN`, `OPEN_AVERAGE`: open-set few-shot accuracy % (no option list), v6 Table 11 (= v1 Table 4), reference
+  §5.5. Rows: "Qwen2VL" -> zeroshot, "Thinking" -> clsrl, "No-Thinking" -> nothink.
+- No classification numbers exist for two of the paper's inference variants, so the report shows ours alone:
+  v6 Table 17 ("w/o Thinking": Thinking-RFT answering after an empty think tag) covers reasoning benchmarks only,
+  and v6 Fig. 7(b) (Thinking-RFT with the no-thinking inference prompt) is a plot without published numbers.
 """
 
 from __future__ import annotations
 
-from clsrl_exp.grids import PAPER_DATASETS
+from clsrl_exp.grids import PAPER_DATASETS, dataset_list
 
 PAPER_MODEL = "qwen2vl-2b"
+PAPER_MODEL_7B = "qwen2vl-7b"
 PAPER_SHOTS = 4
 
 CITATION = (
     'Li et al., "To Think or Not To Think: A Study of Thinking in Rule-Based Visual Reinforcement Fine-Tuning", '
-    "NeurIPS 2025, arXiv 2503.16188; numbers from v6 Tables 5, 6, 9 and Fig. 4"
+    "NeurIPS 2025, arXiv 2503.16188; numbers from v6 Tables 5, 6, 7/12, 9, 11 and Fig. 4"
 )
 
 # the paper's column order (ImageNet, Caltech101, DTD, EuroSAT, Food101, Flowers102, OxfordPets, StanfordCars,
 # SUN397, UCF101, FGVCAircraft) in our config names: the one list in clsrl_exp.grids
 DATASETS = PAPER_DATASETS
-METHODS = ("zeroshot", "sft", "clsrl", "nothink", "adaptive")
+METHODS = ("zeroshot", "sft", "clsrl", "think-after-answer", "nothink", "adaptive")
 
 
 def _row(values: list[float]) -> dict[str, float]:
@@ -110,6 +119,46 @@ BASE2NEW_AVERAGE: dict[str, tuple[float, float, float]] = {
     "nothink": (83.42, 81.88, 82.64),
 }
 
+# §5.6 — v6 Tables 7/12: Qwen2-VL-7B, 4 shots, in the order of clsrl_exp.grids "paper-7b"
+DATASETS_7B = tuple(dataset_list("paper-7b"))  # dtd, eurosat, oxford_flowers, stanford_cars
+
+
+def _row7b(values: list[float]) -> dict[str, float]:
+    return dict(zip(DATASETS_7B, values, strict=True))
+
+
+FEWSHOT_7B: dict[str, dict[str, float]] = {
+    "clsrl": _row7b([77.90, 53.17, 93.91, 84.19]),
+    "think-after-answer": _row7b([76.29, 62.95, 94.84, 89.32]),
+    "adaptive": _row7b([79.60, 56.62, 96.86, 89.92]),
+    "nothink": _row7b([80.56, 58.91, 94.24, 94.02]),
+}
+FEWSHOT_7B_AVERAGE: dict[str, float] = {"clsrl": 77.29, "think-after-answer": 80.85, "adaptive": 80.75,
+                                        "nothink": 81.93}
+
+# §5.5 — v6 Table 11: open-set few-shot (no option list), Qwen2-VL-2B, in the order of clsrl_exp.grids "paper-open"
+DATASETS_OPEN = tuple(dataset_list("paper-open"))  # imagenet, caltech101, food101, oxford_flowers, oxford_pets
+
+
+def _row_open(values: list[float]) -> dict[str, float]:
+    return dict(zip(DATASETS_OPEN, values, strict=True))
+
+
+OPEN: dict[str, dict[str, float]] = {
+    "zeroshot": _row_open([46.57, 62.96, 57.79, 48.44, 47.40]),
+    "clsrl": _row_open([54.84, 79.07, 73.51, 67.64, 89.94]),
+    "nothink": _row_open([56.45, 86.29, 71.99, 71.21, 86.07]),
+}
+OPEN_AVERAGE: dict[str, float] = {"zeroshot": 52.63, "clsrl": 73.00, "nothink": 74.40}
+
+# inference variants the paper studies without classification numbers (the report says so beside their rows)
+NO_NUMBERS = {
+    "empty-think": "v6 Table 17 (\"w/o Thinking\", an empty think tag at inference) reports reasoning benchmarks "
+                   "only (MathVista, MathVision, CVBench, puzzles): no classification numbers",
+    "cross-prompt": "v6 Fig. 7(b) (Thinking-RFT asked with the no-thinking prompt) is a plot without published "
+                    "numbers",
+}
+
 # §5.3 — v6 Table 6: ImageNet few-shot, 8xA100
 EFFICIENCY: list[dict[str, object]] = [
     {"method": "sft", "accuracy": 41.60, "finetune_min": 35, "inference_min": 20},
@@ -167,11 +216,39 @@ TRANSFER_NAMES = {"clsrl": "Thinking", "nothink": "No-Thinking"}
 def fewshot(method: str, dataset: str, model: str, shots: int | None) -> float | None:
     """The paper's few-shot number for our (method, dataset), or None when the paper has none for this setting.
 
-    Zero-shot does not depend on shots; the other methods match only at 4 shots.
+    2B: Table 5; 7B: Tables 7/12. Zero-shot does not depend on shots; the other methods match only at 4 shots.
     """
+    if method != "zeroshot" and shots != PAPER_SHOTS:
+        return None
+    table = {PAPER_MODEL: FEWSHOT, PAPER_MODEL_7B: FEWSHOT_7B}.get(model, {})
+    return table.get(method, {}).get(dataset)
+
+
+def open_set(method: str, dataset: str, model: str, shots: int | None) -> float | None:
+    """The paper's open-set few-shot number (Table 11) for our (method, dataset), or None."""
     if model != PAPER_MODEL or (method != "zeroshot" and shots != PAPER_SHOTS):
         return None
-    return FEWSHOT.get(method, {}).get(dataset)
+    return OPEN.get(method, {}).get(dataset)
+
+
+def average(setting: str, method: str, model: str) -> tuple[float | None, tuple[str, ...]]:
+    """(printed Average, the datasets it is over) of a (setting, method, model) table, or (None, ())."""
+    if setting == "open":
+        return (OPEN_AVERAGE.get(method), DATASETS_OPEN) if model == PAPER_MODEL else (None, ())
+    if model == PAPER_MODEL_7B:
+        return FEWSHOT_7B_AVERAGE.get(method), DATASETS_7B
+    return (FEWSHOT_AVERAGE.get(method), DATASETS) if model == PAPER_MODEL else (None, ())
+
+
+def source(setting: str, model: str) -> str:
+    """Which paper table a (setting, model) few-shot view is compared with.
+
+    >>> source("fewshot", "qwen2vl-7b"), source("open", "qwen2vl-2b"), source("fewshot", "tiny")
+    ('v6 Tables 7/12', 'v6 Table 11', 'v6 Table 5')
+    """
+    if setting == "open":
+        return "v6 Table 11"
+    return "v6 Tables 7/12" if model == PAPER_MODEL_7B else "v6 Table 5"
 
 
 def base2new(method: str, dataset: str, model: str, shots: int | None) -> tuple[float, float, float] | None:

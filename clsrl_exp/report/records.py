@@ -5,7 +5,8 @@ dataset for its setting, or an older duplicate of another record) becomes a `Ski
 report lists. Duplicates share (model, method, dataset, setting, shots, seed, prompt); the newest file (mtime) wins.
 
 Prompt variants never mix: a record whose evaluations used several prompts (`eval.prompt`: the method's eval
-template `eval`, its training template `train`, ...) becomes one `Record` per variant. The default variant keeps the
+template `eval`, its training template `train`, another method's eval prompt `<method>`, `empty-think`) becomes one
+`Record` per variant. The default variant keeps the
 method's name; any other is labelled `<method> [<variant>]` in `run["method"]` (the plain name stays in
 `run["base_method"]`, the variant in `run["prompt"]`), so every table keeps it in rows of its own and only the
 default is compared with the paper's numbers.

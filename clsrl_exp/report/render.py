@@ -47,7 +47,7 @@ def latex_table(df: pd.DataFrame, index: bool = False) -> str:
 
 # ------------------------------------------------------------------------------------------------ content
 def _groups(df: pd.DataFrame) -> list[tuple]:
-    """(model, shots) groups of the few-shot table; zero-shot rows only make a group of their own when the model
+    """(model, shots) groups of a few-shot table; zero-shot rows only make a group of their own when the model
     has no trained method (they are shown in every group of their model otherwise)."""
     trained = df[df["method"] != "zeroshot"]
     keys = {(m, None if pd.isna(s) else int(s)) for m, s in zip(trained["model"], trained["shots"], strict=True)}
@@ -56,12 +56,24 @@ def _groups(df: pd.DataFrame) -> list[tuple]:
     return sorted(keys, key=lambda k: (k[0], -1 if k[1] is None else k[1]))
 
 
+def _wide_views(df: pd.DataFrame, setting: str) -> list[tuple]:
+    """Per (model, shots): the paper-style wide table, then a note for every prompt-variant row without paper
+    numbers (v6 Table 17 and Fig. 7(b) publish none for classification)."""
+    b: list[tuple] = []
+    for model, shots in _groups(df):
+        b.append(("h3", f"{model}, {shots}-shot (ours vs paper, {paper.source(setting, model)})"))
+        wide = tables.fewshot_wide(df, model, shots)
+        b.append(("table", wide, False))
+        b.extend(("p", f"Note: {note}.") for note in tables.variant_notes(wide["method"]))
+    return b
+
+
 def report_blocks(report: Report) -> list[tuple]:
     """The report as ("h1"|"h2"|"h3"|"p"|"table"|"img", ...) blocks."""
     b: list[tuple] = [("h1", "CLS-RL / Think-or-Not-Think reproduction report")]
     b.append(("p", f"Paper: {paper.CITATION}. Paper numbers are Qwen2-VL-2B-Instruct ({paper.PAPER_MODEL}) at "
-                   f"{paper.PAPER_SHOTS} shots and use the paper's lenient scoring; `*_strict` columns are our strict "
-                   "accuracy. `diff` = ours − paper."))
+                   f"{paper.PAPER_SHOTS} shots (Tables 7/12: Qwen2-VL-7B-Instruct, {paper.PAPER_MODEL_7B}) and use "
+                   "the paper's lenient scoring; `*_strict` columns are our strict accuracy. `diff` = ours − paper."))
     b.append(("p", f"{len(report.records)} complete records from {', '.join(report.roots)}; "
                    f"{len(report.skipped)} skipped (see Skipped records)."))
     if not report.records:
@@ -70,13 +82,19 @@ def report_blocks(report: Report) -> list[tuple]:
         b.append(("h2", "Few-shot accuracy (%)"))
         b.append(("p", "Mean and sample std (ddof=1) over seeds of the test accuracy on the training dataset. "
                        "Average = mean of the per-dataset means over the datasets present (`n_datasets`); its "
-                       "paper value is the printed average when all 11 datasets are present, else the mean of the "
-                       "paper's numbers over the same datasets."))
-        for model, shots in _groups(report.fewshot):
-            b.append(("h3", f"{model}, {shots}-shot (ours vs paper, v6 Table 5)"))
-            b.append(("table", tables.fewshot_wide(report.fewshot, model, shots), False))
+                       "paper value is the printed average when all the table's datasets are present (11; 7B: 4), "
+                       "else the mean of the paper's numbers over the same datasets."))
+        b.extend(_wide_views(report.fewshot, "fewshot"))
         b.append(("h3", "Few-shot detail"))
         b.append(("table", report.fewshot, False))
+    if not report.open.empty:
+        b.append(("h2", "Open-set few-shot accuracy (%)"))
+        b.append(("p", "No option list: the question names the domain (flower, food, animal, object; "
+                       "`dataset.open_question`), scored as the closed set (lenient containment). Same statistics "
+                       "as the few-shot table; the paper's numbers are v6 Table 11 (Qwen2-VL-2B, 4 shots)."))
+        b.extend(_wide_views(report.open, "open"))
+        b.append(("h3", "Open-set detail: `open.csv`"))
+        b.append(("table", report.open, False))
     if not report.base2new.empty:
         b.append(("h2", "Base-to-new (%)"))
         b.append(("p", "base/new = mean over seeds; H = 2BN/(B+N) of those means. Average: base and new are means "
@@ -108,6 +126,20 @@ def report_blocks(report: Report) -> list[tuple]:
         b.append(("p", "clsrl (thinking) vs nothink on the datasets both have: accuracy (few-shot: test; "
                        "base-to-new: H), training minutes and mean completion tokens."))
         b.append(("table", report.think_vs_nothink, False))
+    if not report.consistency.empty:
+        b.append(("h2", "Think/answer consistency (rule-based)"))
+        b.append(("p", "The paper (App. E.1) asked GPT-4o whether the class concluded in `<think>` matches the "
+                       "`<answer>`; this is a reproducible rule instead (`clsrl_exp/report/consistency.py`). Of the "
+                       "predictions whose reply has a think block (`n_think`; own-dataset evaluations, all seeds "
+                       "pooled): the class the think text concludes is the LAST option it names that is not negated "
+                       "(whole words, any case, `_`/`-` as spaces, plural allowed, the longest name at each place; "
+                       "negated: a cue such as not, no, n't, than, unlike, instead of within four filler words "
+                       "before it in the same sentence); open-set uses the dataset's classes as the options. "
+                       "`agree` / `disagree` / `no_class` = % of `n_think` where the answer names the same class / "
+                       "another or none / the think names none; `acc_*` = answer accuracy (lenient, %) in each "
+                       "group. Empty-think rows (`[empty-think]`) start with an empty think block by construction: "
+                       "only a think block the model writes after it can name a class."))
+        b.append(("table", report.consistency, False))
     if not report.curves.empty:
         b.append(("h2", "Training curves"))
         b.append(("p", "Held-out accuracy vs step, mean over seeds (faint lines: single seeds); data in `curves.csv`."))

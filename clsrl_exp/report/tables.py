@@ -3,8 +3,8 @@
 Conventions: accuracies in percent; std is the sample std over seeds (ddof=1, NaN for one seed); an "Average"
 row averages the per-dataset means over the datasets present (`n_datasets` shows a partial average); the
 base-to-new Average H is H(mean base, mean new), the paper's convention. Paper numbers come from `paper.py`;
-a paper Average is the printed one when all 11 paper datasets are present, else the mean of the paper's numbers
-over the same datasets (like for like), else empty.
+a paper Average is the printed one when all the paper table's datasets are present (11; Tables 7/12: 4; Table
+11: 5), else the mean of the paper's numbers over the same datasets (like for like), else empty.
 """
 
 from __future__ import annotations
@@ -96,10 +96,11 @@ def _frame(rows: list[dict], columns: list[str], int_columns: Iterable[str] = ()
     return df.reset_index(drop=True)
 
 
-def _paper_average(per_dataset: dict[str, object], printed: object, combine) -> object:
-    """The printed average when all 11 paper datasets are present; else `combine(values)` over the same datasets
-    when the paper has all of them; else None."""
-    if set(per_dataset) == set(paper.DATASETS):
+def _paper_average(per_dataset: dict[str, object], printed: object, combine,
+                   datasets: Iterable[str] = paper.DATASETS) -> object:
+    """The printed average when all the table's datasets (the 11 paper datasets unless given) are present; else
+    `combine(values)` over the same datasets when the paper has all of them; else None."""
+    if printed is not None and set(per_dataset) == set(datasets):
         return printed
     if not per_dataset or any(v is None for v in per_dataset.values()):
         return None
@@ -126,16 +127,18 @@ def _group_order(key: tuple) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------------ few-shot
-def fewshot_table(records: list[Record]) -> pd.DataFrame:
-    """One row per model x method x dataset x shots (setting fewshot, own-dataset test eval) + Average rows."""
+def fewshot_table(records: list[Record], setting: str = "fewshot") -> pd.DataFrame:
+    """One row per model x method x dataset x shots (own-dataset test eval) + Average rows. `setting` is `fewshot`
+    (paper: v6 Table 5 for the 2B model, Tables 7/12 for the 7B) or `open` (open-set, v6 Table 11)."""
+    lookup = paper.open_set if setting == "open" else paper.fewshot
     rows, per_group = [], defaultdict(list)
-    groups = _by_setting(records, "fewshot")
+    groups = _by_setting(records, setting)
     for key in sorted(groups, key=_group_order):
         model, method, shots, dataset = key
         recs = groups[key]
         accs = [rec.accuracy(dataset, "test") for rec in recs]
         stricts = [rec.accuracy(dataset, "test", strict=True) for rec in recs]
-        ref = paper.fewshot(method, dataset, model, shots)
+        ref = lookup(method, dataset, model, shots)
         mean = _mean(accs)
         row = {"method": method, "dataset": dataset, "shots": shots, "mean": mean, "std": _std(accs),
                "n_seeds": len(recs), "model": model, "mean_strict": _mean(stricts, strict_all=True),
@@ -143,8 +146,9 @@ def fewshot_table(records: list[Record]) -> pd.DataFrame:
         rows.append(row)
         per_group[(model, method, shots)].append(row)
     for (model, method, shots), group in per_group.items():
-        refs = {row["dataset"]: paper.fewshot(method, row["dataset"], model, shots) for row in group}
-        ref = _paper_average(refs, paper.FEWSHOT_AVERAGE.get(method), _mean)
+        refs = {row["dataset"]: lookup(method, row["dataset"], model, shots) for row in group}
+        printed, datasets = paper.average(setting, method, model)
+        ref = _paper_average(refs, printed, _mean, datasets)
         mean = _mean(row["mean"] for row in group)
         rows.append({"method": method, "dataset": AVERAGE, "shots": shots, "mean": mean, "std": NAN,
                      "n_seeds": min(row["n_seeds"] for row in group), "model": model,
@@ -152,6 +156,29 @@ def fewshot_table(records: list[Record]) -> pd.DataFrame:
                      "paper": NAN if ref is None else ref, "diff": _sub(mean, ref), "n_datasets": len(group)})
     rows.sort(key=lambda r: _group_order((r["model"], r["method"], r["shots"], r["dataset"])))
     return _frame(rows, FEWSHOT_COLUMNS, ("shots", "n_seeds", "n_datasets"))
+
+
+def variant_notes(methods: Iterable[str]) -> list[str]:
+    """Why a prompt-variant row (`<method> [<variant>]`) has no paper numbers beside it, one note per row.
+
+    >>> variant_notes(["clsrl", "clsrl [empty-think]", "clsrl [nothink]", "nothink [train]"])[0][:40]
+    '`clsrl [empty-think]`: no paper numbers:'
+    >>> [n.split(": ")[0] for n in variant_notes(["clsrl [nothink]", "nothink [train]"])]
+    ['`clsrl [nothink]`', '`nothink [train]`']
+    """
+    notes = []
+    for label in methods:
+        if not label.endswith("]") or " [" not in label:
+            continue
+        variant = label[label.index(" [") + 2:-1]
+        if variant == "empty-think":
+            why = paper.NO_NUMBERS["empty-think"]
+        elif variant == "train":
+            why = "the method's training template at inference: our variant, not in the paper"
+        else:
+            why = f"the {variant} method's eval template (cross-prompt): " + paper.NO_NUMBERS["cross-prompt"]
+        notes.append(f"`{label}`: no paper numbers: {why}")
+    return notes
 
 
 # ------------------------------------------------------------------------------------------------ base-to-new

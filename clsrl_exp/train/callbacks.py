@@ -55,7 +55,11 @@ class LogHistory(TrainerCallback):
 
 
 class AccuracyCurve(TrainerCallback):
-    """Greedy held-out accuracy every `every` optimizer steps (and before the first), on the live model."""
+    """Greedy held-out accuracy every `every` optimizer steps (and before the first), on the live model.
+
+    The measurement leaves every random number generator as it found it (a DataLoader draws a seed from torch's
+    global generator, which TRL's sampling also uses): with or without a curve, training makes the same steps.
+    """
 
     def __init__(self, evaluate_fn, every: int, points: list | None = None):
         self.evaluate_fn, self.every = evaluate_fn, every
@@ -64,7 +68,18 @@ class AccuracyCurve(TrainerCallback):
     def _measure(self, step: int, model) -> None:
         if any(p["step"] == step for p in self.points):
             return
-        for point in self.evaluate_fn(model):
+        import random
+
+        import numpy as np
+        import torch
+
+        py, npy = random.getstate(), np.random.get_state()
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            points = self.evaluate_fn(model)
+        random.setstate(py)
+        np.random.set_state(npy)
+        for point in points:
             self.points.append({"step": step, **point})
             log.info("curve step %d: %s/%s accuracy %.1f", step, point["dataset"], point["split"], point["accuracy"])
 

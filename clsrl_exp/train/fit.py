@@ -13,7 +13,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from clsrl_exp.config import RunConfig
+from clsrl_exp.config import RunConfig, steps_per_epoch
 from clsrl_exp.fileio import atomic_write_json
 from clsrl_exp.runtime import Device
 from clsrl_exp.schema import CHECKPOINT_DIR, LOG_HISTORY_FILE, TRAIN_FILE, TRAINER_DIR, TrainSummary
@@ -68,20 +68,26 @@ def fit(run: RunConfig, model_path: str, processor, examples, device: Device, ro
                                max_new_tokens=run.eval.max_new_tokens, scratch=trainer_dir / "curve_tmp.jsonl")
         callbacks.append(curve)
 
-    q, img = run.dataset.question, run.model.image_size
+    q, img = run.dataset.question_in(run.setting.name), run.model.image_size
     if run.train.shuffle_reward_labels:
         examples = shuffled_labels(examples, run.seed)
         log.warning("control run: training labels are permuted across examples, rewards carry no label information")
     if run.train.kind == "grpo":
         from clsrl_exp.train.grpo import make_grpo_trainer
+        from clsrl_exp.train.imagecache import decoded_cache_size
 
-        trainer = make_grpo_trainer(run, model_path, processor, grpo_dataset(examples, run.method, q, img), device,
-                                    str(trainer_dir), rollout, report_to, callbacks)
+        data = grpo_dataset(examples, run.method, q, img, decoded_cache_size(run))
+        trainer = make_grpo_trainer(run, model_path, processor, data, device, str(trainer_dir), rollout, report_to,
+                                    callbacks)
     else:
         from clsrl_exp.train.sft import make_sft_trainer
 
         trainer = make_sft_trainer(run, model_path, processor, sft_dataset(sft_rows(examples, run.method, q), img),
                                    device, str(trainer_dir), report_to, callbacks)
+    per_epoch = steps_per_epoch(len(examples), run.train.prompts_per_step,
+                                run.train.step_rule if run.train.kind == "grpo" else "official")
+    log.info("training on %d examples: %d optimizer steps per epoch, %s", len(examples), per_epoch,
+             f"max_steps {run.train.max_steps}" if run.train.max_steps > 0 else f"{run.train.epochs} epochs")
     resume = last_checkpoint(trainer_dir)
     if resume:
         log.info("resuming training from %s", resume)

@@ -15,12 +15,16 @@ from clsrl_exp.prompts import grpo_messages, prompt_text, sft_messages
 
 def _lazy_images(dataset, image_size: int, key: str, cache_size: int = 256):
     """Open and resize images when a row is read. GRPO's sampler reads each prompt's row G times in a row, so the
-    last `cache_size` decoded images are kept (at 384 px ~110 MB) instead of decoding each one G times."""
+    last `cache_size` decoded images are kept (at 384 px 0.44 MB each) instead of decoding each one G times; with
+    the GRPO image cache on, as many as it holds (each image decoded once per run). Each image is tagged with its
+    path and size, the key under which the image cache keeps its processed pixels."""
     import functools
 
     from clsrl_exp.data import load_image
+    from clsrl_exp.train.imagecache import tag
 
-    load = functools.lru_cache(maxsize=cache_size)(lambda path: load_image(path, image_size))
+    load = functools.lru_cache(maxsize=cache_size)(
+        lambda path: tag(load_image(path, image_size), f"{path}@{image_size}"))
 
     def transform(batch):
         batch[key] = [([load(p) for p in v] if isinstance(v, list) else load(v)) for v in batch[key]]
@@ -29,8 +33,9 @@ def _lazy_images(dataset, image_size: int, key: str, cache_size: int = 256):
     return dataset.with_transform(transform)
 
 
-def grpo_dataset(examples, method: MethodConfig, question: str, image_size: int):
-    """One row per training example with the method's train template."""
+def grpo_dataset(examples, method: MethodConfig, question: str, image_size: int, decoded_cache: int = 256):
+    """One row per training example with the method's train template; the last `decoded_cache` images stay decoded
+    (`clsrl_exp.train.imagecache.decoded_cache_size`)."""
     from datasets import Dataset
 
     rows = {"prompt": [], "image": [], "label": [], "id": []}
@@ -40,7 +45,7 @@ def grpo_dataset(examples, method: MethodConfig, question: str, image_size: int)
         rows["image"].append(ex.image_path)
         rows["label"].append(ex.label)
         rows["id"].append(ex.id)
-    return _lazy_images(Dataset.from_dict(rows), image_size, "image")
+    return _lazy_images(Dataset.from_dict(rows), image_size, "image", decoded_cache)
 
 
 def sft_dataset(rows: Sequence[tuple], image_size: int):

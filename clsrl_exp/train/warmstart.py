@@ -38,7 +38,7 @@ def warm_examples(run: RunConfig):
             method = method_config(arm.method)
             for ex in examples:
                 target = arm.target.replace("{x}", rng.choice(names)).replace("{y}", rng.choice(names))
-                out.append((ex, method, ds.question, target))
+                out.append((ex, method, ds.question_in(run.setting.name), target))
     rng.shuffle(out)
     return out
 
@@ -50,7 +50,9 @@ def warm_start(run: RunConfig, base_path: str, device: Device) -> str:
     from clsrl_exp.train.sft import make_sft_trainer
 
     ws = run.model.warm_start
-    out = Path(run.paths.cache) / "models" / f"{Path(base_path).name}-warm-{spec_hash(asdict(ws))}"
+    # the setting shapes the warm prompts (option-list size; open-set: no list, its own question)
+    key = spec_hash(asdict(ws)) if run.setting.name == "fewshot" else spec_hash(asdict(ws), asdict(run.setting))
+    out = Path(run.paths.cache) / "models" / f"{Path(base_path).name}-warm-{key}"
     with file_lock(out.with_suffix(".lock")):
         if (out / "config.json").exists():
             return str(out)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -209,4 +210,10 @@ def load_splits(ds: DatasetConfig, root: str | os.PathLike | None) -> Splits:
     except (KeyError, ImportError) as e:
         raise ConfigError(f"dataset '{ds.name}': unknown dataset.layout '{ds.layout}' ({e}); known: "
                           f"{', '.join(sorted(FORMATS))} or an import path (file.py:reader)") from None
-    return reader(ds, root)
+    splits = reader(ds, root)
+    declared = getattr(ds, "num_classes", None)
+    if declared is not None and declared != len(splits.classnames):
+        logging.getLogger(__name__).warning(
+            "dataset '%s' declares num_classes %d but its data defines %d classes: step counts planned from the "
+            "config assumed %d (fix dataset.num_classes)", ds.name, declared, len(splits.classnames), declared)
+    return splits
