@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from clsrl_exp.data.protocol import eval_sets, load_splits, train_examples
+from clsrl_exp.data.protocol import ensure_dataset, eval_sets, load_splits, train_examples
 from clsrl_exp.errors import UserError
 from clsrl_exp.fileio import atomic_write_text
 from clsrl_exp.prompts import example_problem
@@ -51,6 +51,7 @@ def split_path(out: Path, split: str, n_splits: int) -> Path:
 def export(run, out: Path, train_out: Path | None = None) -> dict[str, Path]:
     """Write the run's eval set(s) (and training subset) in the authors' JSONL formats; returns split -> file."""
     ds = run.dataset
+    ensure_dataset(ds, run.data.root)  # a synthetic dataset is generated on first use, as for a run
     splits = load_splits(ds, run.data.root)
     sets = eval_sets(run, ds, splits)
     written = {}
