@@ -271,6 +271,16 @@ def test_official_eval_prompts_are_the_frozen_problems(tmp_path):
         eval_sets(make_run(tmp_path, tmp_path / "cache", ds, setting="base2new"), ds)
 
 
+def test_official_files_in_open_set_ask_the_open_question_alone(tmp_path):
+    """setting=open shows no option list: the rows' problems (which carry one) give way to the open question."""
+    ds = replace(official_dtd(tmp_path), open_question="What texture is this?")
+    run = make_run(tmp_path, tmp_path / "cache", ds, setting="open", shots=4)
+    (test,) = eval_sets(run, ds)
+    assert test.question == "What texture is this?" and test.classes == DTD_CLASSES
+    assert all(e.problem is None and e.options == () for e in test.examples)
+    assert all(e.problem is None for e in train_examples(run, ds))
+
+
 def test_official_hf_save_to_disk_and_parquet_training_rows(tmp_path):
     from datasets import Dataset, load_from_disk
     from datasets import Image as HFImage
