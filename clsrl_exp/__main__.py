@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from clsrl_exp import config  # noqa: F401  (registers the run-dir resolvers before Hydra composes)
-from clsrl_exp.errors import CellInterrupted, UserError
+from clsrl_exp.errors import CellBusy, CellInterrupted, UserError
 from clsrl_exp.schema import RESULT_FILE
 
 log = logging.getLogger("clsrl_exp")
@@ -45,6 +45,12 @@ def task(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return _cell(cfg)
+    except CellBusy as e:  # another process owns the cell and its record: touch nothing
+        if not multirun:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(e.exit_code)
+        log.error("error: %s", e)
+        return {"cell": "failed", "run_dir": str(run_dir), "error": f"CellBusy: {e}"}
     except CellInterrupted as e:
         from clsrl_exp import runtime
         from clsrl_exp.schema import mark
@@ -56,8 +62,7 @@ def task(cfg: DictConfig) -> dict:
         sys.exit(e.exit_code)  # in a sweep run in this process too: the user asked to stop
     except UserError as e:
         if not multirun:
-            if (run_dir / RESULT_FILE).exists():  # the cell had started: record why it stopped
-                _failed(run_dir, f"{type(e).__name__}: {e}")
+            _failed(run_dir, f"{type(e).__name__}: {e}", create=False)  # the cell had started: record why it stopped
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
         log.error("error: %s", e)
@@ -69,13 +74,19 @@ def task(cfg: DictConfig) -> dict:
         return _failed(run_dir, f"{type(e).__name__}: {e}")
 
 
-def _failed(run_dir: Path, message: str) -> dict:
-    """Record a failed cell (status, message, traceback file) without touching its checkpoints or predictions."""
-    from clsrl_exp.fileio import atomic_write_text
-    from clsrl_exp.schema import ERROR_FILE, mark
+def _failed(run_dir: Path, message: str, create: bool = True) -> dict:
+    """Record a failed cell (status, message, traceback file) without touching its checkpoints or predictions;
+    `create=False`: only if the cell had written a record.
 
-    atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
-    mark(run_dir, "failed", message)
+    A complete record is left as it is: the cell had not started (it marks itself running first), so the error came
+    from the checks before any work (e.g. its data is gone) and the finished result is still valid."""
+    from clsrl_exp.fileio import atomic_write_text
+    from clsrl_exp.schema import ERROR_FILE, mark, read_raw
+
+    exists = (run_dir / RESULT_FILE).exists()
+    if (create or exists) and (read_raw(run_dir) or {}).get("status") != "complete":
+        atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
+        mark(run_dir, "failed", message)
     return {"cell": "failed", "run_dir": str(run_dir), "error": message}
 
 

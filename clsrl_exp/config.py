@@ -97,18 +97,31 @@ class SyntheticSpec:
 
 
 @dataclass
+class FolderSplit:
+    """How `layout: imagefolder` splits ONE folder of class folders (no train/ + test/ sub-folders): per class, a
+    seeded fraction of the sorted files is held out as test (and val)."""
+
+    test: float = 0.3
+    val: float = 0.0
+    seed: int = 0
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     layout: str = "split_json"  # a key of clsrl_exp.data.formats.FORMATS (or file.py:reader)
-    dataset_dir: str = MISSING  # folder under data.root
+    dataset_dir: str | None = None  # folder under data.root (None = the dataset's name)
+    path: str | None = None  # the dataset folder itself, absolute or under data.root (where, not what: no identity)
     image_dir: str = ""  # folder under dataset_dir that split paths are relative to ("" = dataset_dir)
     split_file: str | None = None  # under dataset_dir
+    files: dict[str, str] = field(default_factory=dict)  # clsrl_official: train / test / base / new -> file
     question: str = MISSING  # paper.md 1.1
     open_question: str | None = None  # setting=open (no option list): the official open-set domain question
     # (paper.md 1.3); null = `question`. Identity only in setting=open (clsrl_exp.identity)
     epochs: int = 50  # paper.md 3.1: ImageNet 10, SUN397 25, EuroSAT 100, others 50
     num_classes: int | None = None  # declared class count (paper Table 8): step counts known before data is read
     classnames: ClassNames = field(default_factory=ClassNames)
+    folder_split: FolderSplit = field(default_factory=FolderSplit)  # imagefolder without train/ and test/
     synthetic: SyntheticSpec | None = None  # generated on first use into the same layout
 
     def question_in(self, setting: str) -> str:

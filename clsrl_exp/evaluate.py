@@ -102,7 +102,7 @@ def spread(examples, limit: int):
 
 def chat_texts(processor, examples, prompt: PromptSpec, question: str) -> list[str]:
     """Prompt strings after the chat template, with ONE image placeholder each (processor/vLLM expand it)."""
-    return [render_chat(processor, prompt, question, ex.options) for ex in examples]
+    return [render_chat(processor, prompt, question, ex.options, getattr(ex, "problem", None)) for ex in examples]
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -11,8 +11,12 @@ Two identities, so a checkpoint is trained once however many times it is evaluat
   holds an entry for every evaluation it asks for; asking for more (free-lunch datasets, another prompt variant)
   evaluates only those.
 
-Where outputs and data live (`paths`, `data.root`), how runs are logged, and speed-only knobs (`eval.batch_size`,
-`train.image_cache`) are never identity. Pure functions over plain containers; no import from a higher layer.
+Where outputs and data live (`paths`, `data.root`, `dataset.path`), how runs are logged, and speed-only knobs
+(`eval.batch_size`, `train.image_cache`) are never identity. What the data is, is: each evaluation's identity holds
+its dataset's fingerprint (`clsrl_exp.data.fingerprint`) and the training data's; the training data's fingerprint
+cannot name the run directory (the path is derived when the config is composed, before any data is read), so it is
+stored with the training and checked when the cell runs (`clsrl_exp.cells`). Pure functions over plain containers;
+no import from a higher layer.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from clsrl_exp.plugins import file_of
 
 # top-level keys that never change what is trained
 NON_TRAINING = ("hydra", "paths", "logger", "data", "eval", "run_dir", "sweep_name", "wait_for_lock")
+# dataset keys that say where the data is, not what it is
+DATASET_LOCATION = ("path",)
 # training settings that change speed and memory only: the image cache feeds the model bit-identical inputs
 # (tests/test_imagecache.py), so turning it on or off keeps the run directory
 SPEED_ONLY_TRAIN = ("image_cache", "image_cache_mb")
@@ -72,6 +78,9 @@ def train_identity(container: dict) -> dict:
                  if isinstance(r, dict) and (f := file_of(str(r.get("name", ""))))}
         if files:
             ident["reward_files"] = files
+    if isinstance(ident.get("dataset"), dict):
+        for key in DATASET_LOCATION:
+            ident["dataset"].pop(key, None)
     for key in SPEED_ONLY_TRAIN:
         (ident.get("train") or {}).pop(key, None)
     kind = (ident.get("train") or {}).get("kind")
@@ -95,16 +104,24 @@ def run_relpath(container: dict) -> str:
 
 
 def eval_identity(train_hash_: str, dataset: dict, split: str, prompt: dict, setting: dict, seed: int,
-                  eval_settings: dict, data: dict) -> dict:
-    """What one evaluation's predictions depend on: the model (its training hash), the evaluated dataset's config
-    (not its location), the split, the exact prompt (template, system turn, image position, any prefill), the
-    option-list protocol (setting, seed, whether validation images count as test) and the generation settings.
-    The setting's `reward_kwargs` shape training only (the model hash holds them)."""
-    ds = {k: v for k, v in _dataset_for(copy.deepcopy(dataset), setting.get("name")).items() if k not in ("epochs",)}
+                  eval_settings: dict, data: dict, fingerprint: str | None = None,
+                  trained_on: str | None = None) -> dict:
+    """What one evaluation's predictions depend on: the model (its training hash and the fingerprint of the data it
+    was trained on), the evaluated dataset's config (not its location) and content (`fingerprint`), the split, the
+    exact prompt (template, system turn, image position, any prefill), the option-list protocol (setting, seed,
+    whether validation images count as test) and the generation settings. The setting's `reward_kwargs` shape
+    training only (the model hash holds them)."""
+    ds = {k: v for k, v in _dataset_for(copy.deepcopy(dataset), setting.get("name")).items()
+          if k not in ("epochs", *DATASET_LOCATION)}
     setting = {k: v for k, v in setting.items() if k != "reward_kwargs"}
-    return {"model": train_hash_, "dataset": ds, "split": split, "prompt": prompt, "setting": setting,
-            "seed": seed, "generation": {k: eval_settings.get(k) for k in EVAL_KEYS},
-            "include_val_in_test": data.get("include_val_in_test", False)}
+    ident = {"model": train_hash_, "dataset": ds, "split": split, "prompt": prompt, "setting": setting,
+             "seed": seed, "generation": {k: eval_settings.get(k) for k in EVAL_KEYS},
+             "include_val_in_test": data.get("include_val_in_test", False)}
+    if fingerprint is not None:
+        ident["data"] = fingerprint
+    if trained_on is not None:
+        ident["trained_on"] = trained_on
+    return ident
 
 
 def eval_hash(identity: dict[str, Any]) -> str:

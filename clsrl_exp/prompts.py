@@ -71,18 +71,31 @@ def problem_text(question: str, options: Sequence[str]) -> str:
     return question + "\n" + choice
 
 
+def example_problem(question: str, options: Sequence[str], problem: str | None = None) -> str:
+    """The problem text of one example: its verbatim `problem` when it carries one (the authors' files and our
+    exports hold question + frozen option list as one string), else `problem_text(question, options)`. Training
+    rows, SFT rows and evaluation prompts all take their problem from here.
+
+    >>> example_problem("What?", ["a", "b"]) == problem_text("What?", ["a", "b"])
+    True
+    >>> example_problem("What?", [], problem="Which?\\nPlease choose one from list [ x, y].")
+    'Which?\\nPlease choose one from list [ x, y].'
+    """
+    return problem if problem is not None else problem_text(question, options)
+
+
 def fill(template: str, problem: str) -> str:
     """Put the problem into a method template (`{question}` placeholder)."""
     return template.replace("{question}", problem)
 
 
-def prompt_text(template: str, question: str, options: Sequence[str]) -> str:
-    """The user text: the method template around the problem (question + option list).
+def prompt_text(template: str, question: str, options: Sequence[str], problem: str | None = None) -> str:
+    """The user text: the method template around the problem (question + option list, or the verbatim problem).
 
     >>> prompt_text("{question} Please directly output the answer name.", "What?", ["a", "b"])
     'What?\\nPlease choose one from list [ a, b]. Please directly output the answer name.'
     """
-    return fill(template, problem_text(question, options))
+    return fill(template, example_problem(question, options, problem))
 
 
 @dataclass(frozen=True)
@@ -94,8 +107,8 @@ class PromptSpec:
     image_first: bool = True
     prefill: str = ""  # text that starts the assistant turn (the model continues after it)
 
-    def text(self, question: str, options: Sequence[str]) -> str:
-        return prompt_text(self.template, question, options)
+    def text(self, question: str, options: Sequence[str], problem: str | None = None) -> str:
+        return prompt_text(self.template, question, options, problem)
 
 
 # eval.prompt values that are not a method name; any other value names a method whose eval prompt is asked
@@ -193,9 +206,10 @@ def sft_messages(text: str, method: MethodConfig) -> list[dict]:
     return chat_messages(text, system_prompt=method.system_prompt, image_first=method.image_first)
 
 
-def render_chat(processor: Any, spec: PromptSpec, question: str, options: Sequence[str]) -> str:
+def render_chat(processor: Any, spec: PromptSpec, question: str, options: Sequence[str],
+                problem: str | None = None) -> str:
     """The prompt string after the chat template (one image placeholder, expanded later by the processor or vLLM),
     ending with the assistant turn's opening and the spec's prefill."""
-    messages = chat_messages(spec.text(question, options), system_prompt=spec.system_prompt,
+    messages = chat_messages(spec.text(question, options, problem), system_prompt=spec.system_prompt,
                              image_first=spec.image_first)
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + spec.prefill

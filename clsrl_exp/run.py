@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from clsrl_exp.cells import cell_state
+from clsrl_exp.cells import cell_state, set_aside_evals, set_aside_training, training_fingerprint
 from clsrl_exp.config import RunConfig, planned_steps
 from clsrl_exp.errors import ConfigError
 from clsrl_exp.identity import train_hash, train_identity
@@ -32,24 +32,25 @@ def run_cell(run: RunConfig, container: dict) -> dict:
     from clsrl_exp import runtime
 
     run_dir = Path(run.run_dir)
-    state, record, _ = cell_state(run, container)
-    if state == "complete":
+    cs = cell_state(run, container)  # reads every split definition: a missing dataset stops here, record untouched
+    if cs.state == "complete":
         log.info("skipped: %s already holds a complete result for this config", run_dir)
-        return {**record.to_dict(), "cell": "skipped"}
+        return {**cs.record.to_dict(), "cell": "skipped"}
     runtime.check_tracker(run.logger)  # settings that cannot work stop here, before any data or model work
     main_rank = int(os.environ.get("RANK", "0")) == 0
     lock = runtime.cell_lock(run_dir, wait=run.wait_for_lock) if main_rank else contextlib.nullcontext()
     with lock, runtime.stop_on_signals():
-        state, record, missing = cell_state(run, container)  # again: a process we waited for may have done it
-        if state == "complete":
+        cs = cell_state(run, container)  # again: a process we waited for may have done it
+        if cs.state == "complete":
             log.info("skipped: %s was completed by another process", run_dir)
-            return {**record.to_dict(), "cell": "skipped"}
-        return _run_cell(run, container, record, missing)
+            return {**cs.record.to_dict(), "cell": "skipped"}
+        return _run_cell(run, container, cs)
 
 
-def _run_cell(run: RunConfig, container: dict, record: Record | None, missing: list) -> dict:
+def _run_cell(run: RunConfig, container: dict, cs) -> dict:
     run_dir = Path(run.run_dir)
     thash = train_hash(container)
+    record, missing = cs.record, cs.missing
     from clsrl_exp import generation, models, runtime
     from clsrl_exp.data import cell_data
     from clsrl_exp.evaluate import EvalTask, evaluate_tasks
@@ -63,6 +64,16 @@ def _run_cell(run: RunConfig, container: dict, record: Record | None, missing: l
     if why := backend.unavailable(device):
         raise ConfigError(f"eval.backend={run.eval.backend} {why}")
     backend.check(run)
+    fp = cs.fingerprints.get(run.dataset.name)
+    if cs.stale_training is not None:  # trained on data that has changed since: set it aside, train again
+        moved = set_aside_training(run_dir, run.dataset.name, cs.stale_training)
+        if moved is not None:
+            log.warning("training data of %s changed (fingerprint %s -> %s): the previous training and its results "
+                        "moved to %s; training again", run.dataset.name, cs.stale_training[:12], fp[:12], moved)
+        record = None
+    elif (record is not None and record.identity_hash == thash and record.train is not None
+          and training_fingerprint(record, run.dataset.name) is None):
+        log.info("%s predates data fingerprints: keeping its training, recording data %s", run_dir, fp[:12])
     if (steps := planned_steps(run)) is not None and missing_training(record):
         log.info("plan: %d optimizer steps (%s x %s shots x %s classes, %s epochs, step_rule %s)", steps,
                  run.dataset.name, run.shots, run.dataset.num_classes, run.train.epochs, run.train.step_rule)
@@ -72,11 +83,14 @@ def _run_cell(run: RunConfig, container: dict, record: Record | None, missing: l
         record = Record(status="running", run=info, identity_hash=thash, run_dir=str(run_dir),
                         identity=train_identity(container))
     record.status, record.error = "running", None
+    record.data.update(cs.fingerprints)
     if device.is_main:
+        record.evals = set_aside_evals(run_dir, record, cs.fingerprints)
         write_record(run_dir, record)
 
     # data: every bad input stops here, before a model is loaded
-    sets, examples = cell_data(run, missing, train=run.train.kind != "none" and record.train is None)
+    sets, examples = cell_data(run, missing, train=run.train.kind != "none" and record.train is None,
+                               fingerprints=cs.fingerprints)
     tasks = [EvalTask(s, spec.variant, spec.prompt, spec.eval_hash, spec.identity) for spec, s in sets]
 
     # the model
@@ -98,7 +112,8 @@ def _run_cell(run: RunConfig, container: dict, record: Record | None, missing: l
         from clsrl_exp.train.fit import fit
 
         model, record.train, model_path = fit(run, model_path, processor, examples, device, rollout, report_to,
-                                              curve_tasks=tasks)
+                                              curve_tasks=tasks, data_fingerprint=fp)
+        record.train.data_fingerprint = record.train.data_fingerprint or fp  # a training from before fingerprints
         record.rollout = rollout.name if rollout is not None else None
         if not device.is_main:
             return {"status": "trained", "rank": device.rank}

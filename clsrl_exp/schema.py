@@ -11,11 +11,14 @@ the report, the learning benchmark) imports this module; the report stays free o
 <run_dir>/checkpoint/        the trained model + processor
 <run_dir>/trainer/           resumable checkpoints, wall clock, log_history.jsonl (every logged step)
 <run_dir>/error.txt          the traceback of the last failure
+<run_dir>/stale/<fp>/        work set aside because the data it used changed (`fp` = that data's fingerprint)
 ```
 
 A run directory belongs to one *training* identity (`identity_hash`); each evaluation of its model carries its own
 `eval_hash`, so evaluating the same checkpoint on more datasets or prompt variants appends entries to `evals`
-instead of training again. Schema 1 records (one identity for training and evaluation) are still read.
+instead of training again. What the data was is recorded too: `data` (dataset name -> fingerprint), the training
+data's fingerprint in `train.data_fingerprint` and each evaluation's in its `identity["data"]`. Schema 1 records
+(one identity for training and evaluation) are still read.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class TrainSummary:
     curve: list[dict[str, Any]] = field(default_factory=list)  # held-out accuracy during training
     final_log: dict[str, float] = field(default_factory=dict)  # the last logged step's metrics
     log_history: str | None = None  # relative path of the full history (every logged step)
+    data_fingerprint: str | None = None  # what the training data was (clsrl_exp.data.fingerprint)
 
 
 @dataclass
@@ -101,7 +105,7 @@ class Record:
     error: str | None = None
     model_path: str | None = None
     rollout: str | None = None
-    data: dict[str, str] = field(default_factory=dict)  # dataset name -> content fingerprint
+    data: dict[str, str] = field(default_factory=dict)  # dataset name -> fingerprint of the data its work used
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

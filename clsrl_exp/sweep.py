@@ -127,9 +127,10 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
     listed with status `error` and the message, so a grid is checked before it is launched. `sample=True` composes
     only a few cells that together use every swept value (status `unchecked` for the others).
 
-    Status: `complete` (nothing to do), `evaluate` (trained; N evaluations missing), `pending`, or the record's
-    `running` / `failed` / `interrupted`. `steps`: the optimizer steps a training cell will make
-    (`clsrl_exp.config.planned_steps`).
+    Status: `complete` (nothing to do), `evaluate` (trained; N evaluations missing), `retrain` (its training data
+    changed), `pending`, or the record's `running` / `failed` / `interrupted`. A cell with a record of its own reads
+    its datasets' split definitions (`clsrl_exp.cells`): a missing dataset is listed as an error. `steps`: the
+    optimizer steps a training cell will make (`clsrl_exp.config.planned_steps`).
     """
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -159,8 +160,8 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
                 container.pop("hydra", None)
                 run = to_run_config(container)
                 cell["run_dir"] = run.run_dir  # what run_cell writes to (paths.runs/<training identity>)
-                state, _, missing = cell_state(run, container)
-                cell["status"], cell["missing_evals"] = state, len(missing)
+                cs = cell_state(run, container, listing=True)
+                cell["status"], cell["missing_evals"] = cs.state, len(cs.missing)
                 cell["steps"] = planned_steps(run)  # optimizer steps (official rule), known before data is read
             except Exception as e:  # noqa: BLE001 - list every broken cell, not just the first
                 cell.update(status="error", error=f"{type(e).__name__}: {e}".splitlines()[0])

@@ -111,3 +111,33 @@ def make_run(root: Path, cache: Path, ds: DatasetConfig | str, *, setting: str =
                        **setting_kw)
     return RunConfig(dataset=ds, data=DataConfig(root=str(root), cache_dir=str(cache), include_val_in_test=include_val),
                      setting=st, shots=shots, seed=seed)
+
+
+BIRDS = ["Zebra_finch", "blue_tit", "robin"]  # sorted case-sensitively: capitals first (as torchvision, CoOp)
+
+
+def make_imagefolder(base: Path, classes: list[str] | None = None, counts: dict[str, int] | None = None,
+                     split_dirs: bool = True) -> Path:
+    """`<base>/{train,val,test}/<class>/<split>_<i>.png` (split_dirs, `counts` images per class per split) or
+    `<base>/<class>/img_<i>.png` (`counts["all"]` per class); every class folder also holds a non-image file and a
+    hidden image that readers must ignore."""
+    classes = classes or BIRDS
+    counts = counts or ({"train": 5, "val": 1, "test": 2} if split_dirs else {"all": 10})
+    n = 0
+    for cname in classes:
+        for key, count in counts.items():
+            folder = base / key / cname if split_dirs else base / cname
+            for i in range(count):
+                tiny_image(folder / f"{key if split_dirs else 'img'}_{i}.png", n)
+                n += 1
+            if count:
+                (folder / "notes.txt").write_text("not an image")
+                tiny_image(folder / ".hidden.png", 1)
+    return base
+
+
+def imagefolder_config(name: str, path: Path, **kw) -> DatasetConfig:
+    """The conf/dataset/imagefolder.yaml template as a user would fill it in."""
+    from dataclasses import replace
+
+    return replace(dataset_config("imagefolder"), name=name, dataset_dir=name, path=str(path), **kw)

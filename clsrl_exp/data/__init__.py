@@ -8,10 +8,13 @@ The run code uses exactly this API:
 - `train_examples(run, ds) -> list[Example]`: the K-shot subset (base classes only in base2new) with options.
 - `eval_sets(run, ds) -> list[EvalSet]`: `test` (few-shot) or `base` + `new` (base2new), options frozen on disk.
 - `cell_data(run, missing, train)`: what one cell reads (each split once).
+- `data_fingerprints(run, datasets)`: what each dataset is (split definition hash; part of every identity).
 - `load_image(path, size)`: open, RGB, LANCZOS resize to (size, size).
 - `shuffled_labels(examples, seed)`: the shuffled-label control (labels permuted across examples).
 
-The data root is `data.root` (or env `CLSRL_DATA`); caches go to `data.cache_dir` (see `protocol.py`).
+The data root is `data.root` (or env `CLSRL_DATA`); caches go to `data.cache_dir` (see `protocol.py`). Formats:
+`formats/` (CoOp layouts, `imagefolder`, the authors' files `clsrl_official`); `fingerprint.py` says what a dataset
+is; `python -m clsrl_exp.data.export` writes a frozen eval set in the authors' JSONL format.
 """
 
 from clsrl_exp.data.formats import FORMATS, Item, Splits, load_splits, resolve_root
@@ -21,6 +24,7 @@ from clsrl_exp.data.protocol import (
     Example,
     cell_data,
     class_halves,
+    data_fingerprints,
     display_name,
     ensure_dataset,
     eval_sets,
@@ -40,6 +44,7 @@ __all__ = [
     "Splits",
     "cell_data",
     "class_halves",
+    "data_fingerprints",
     "display_name",
     "ensure_dataset",
     "eval_sets",

@@ -6,6 +6,7 @@ The paper's code resizes every image to 384x384 with `Image.Resampling.LANCZOS` 
 
 from __future__ import annotations
 
+import io
 import os
 
 from PIL import Image
@@ -43,3 +44,17 @@ def image_is_readable(path: str | os.PathLike) -> bool:
         return True
     except Exception:  # PIL raises many types for corrupt files (OSError, SyntaxError, struct.error, ...)
         return False
+
+
+def image_suffix(data: bytes) -> str:
+    """A file suffix for encoded image bytes (what PIL recognises them as; `.img` when it does not).
+
+    >>> buf = io.BytesIO(); Image.new("RGB", (2, 2)).save(buf, "PNG"); image_suffix(buf.getvalue())
+    '.png'
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+    except Exception:  # noqa: BLE001 - not an image PIL knows: the reader reports it when it opens the file
+        fmt = None
+    return {"JPEG": ".jpg", None: ".img"}.get(fmt, f".{str(fmt).lower()}")

@@ -5,26 +5,33 @@ Caches (small JSON, relative image paths, written atomically) under `run.data.ca
   CoOp where base-to-new filters the same `shot_K-seed_S` subset); invalidated when the split's sha256 changes.
 - `<cache>/<dataset>/<setting>/seed_<S>/eval_<split>.json`: every test item with its frozen option list, so
   zero-shot, SFT and RL runs are scored on identical prompts (open-set: no option list, the same test items).
+- `<cache>/<dataset>/images/<sha256>.<ext>`: images stored inside the authors' data files, extracted once.
+
+Splits that arrive frozen (the authors' files, `Splits.frozen`) skip sampling and option drawing: their training rows
+and test rows are used as they are, each with its verbatim problem text and its label as written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
 import random
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clsrl_exp.config import DatasetConfig, RunConfig
+from clsrl_exp.data.fingerprint import dataset_fingerprint, listing_key, remember
 from clsrl_exp.data.formats import Item, Splits, load_splits, root_path
-from clsrl_exp.data.images import image_is_readable
+from clsrl_exp.data.images import image_is_readable, image_suffix
 from clsrl_exp.data.synthetic import ensure_synthetic
-from clsrl_exp.errors import DataError
-from clsrl_exp.fileio import read_sealed_json, write_sealed_json
+from clsrl_exp.errors import ConfigError, DataError
+from clsrl_exp.fileio import atomic_write_bytes, read_sealed_json, write_sealed_json
 from clsrl_exp.prompts import option_count, option_list
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,7 @@ class Example:
     label: str  # display class name (the answer string the rewards compare against)
     options: tuple[str, ...]  # display names shown in the prompt
     split: str  # "train" | "test" | "base" | "new"
+    problem: str | None = None  # verbatim problem text (the authors' files); None = question + options
 
 
 @dataclass
@@ -196,6 +204,8 @@ def train_examples(run: RunConfig, ds: DatasetConfig, splits: Splits | None = No
     if splits is None:
         ensure_dataset(ds, run.data.root)
         splits = load_splits(ds, run.data.root)
+    if splits.frozen is not None:
+        return _frozen_train(run, ds, splits)
     subset = fewshot_subset(run, ds, splits)
     labels = next(iter(_space_labels(run, splits).values()))  # all classes, or the base half
     keep = set(labels)
@@ -250,6 +260,9 @@ def eval_sets(run: RunConfig, ds: DatasetConfig, splits: Splits | None = None) -
         splits = load_splits(ds, run.data.root)
     out = []
     for split, labels in _space_labels(run, splits).items():
+        if splits.frozen is not None:
+            out.append(_frozen_eval(run, ds, splits, split))
+            continue
         examples, missing = [], []
         for rec in _frozen_items(run, ds, splits, split, labels):
             path = splits.image_root / rec["id"]
@@ -275,17 +288,34 @@ def shuffled_labels(examples: list[Example], seed: int) -> list[Example]:
     return [dataclasses.replace(ex, label=lab) for ex, lab in zip(examples, labels, strict=True)]
 
 
-def cell_data(run: RunConfig, missing, train: bool) -> tuple[list, list[Example]]:
+def data_fingerprints(run: RunConfig, datasets: dict[str, DatasetConfig]) -> dict[str, str]:
+    """Dataset name -> fingerprint of what it is (`clsrl_exp.data.fingerprint`); a missing or malformed dataset is a
+    `DataError` here, before anything else runs."""
+    out = {}
+    for name, ds in datasets.items():
+        ensure_dataset(ds, run.data.root)
+        out[name] = dataset_fingerprint(ds, run.data.root, cache_root(run, ds))
+    return out
+
+
+def cell_data(run: RunConfig, missing, train: bool, fingerprints: dict[str, str] | None = None
+              ) -> tuple[list, list[Example]]:
     """What one cell reads: the eval sets of its missing evaluations as (spec, EvalSet) pairs (specs from
     `clsrl_exp.cells.requested_evals`), and its training examples when `train`. Each dataset's split is read once
-    (ImageNet's means listing 1.28M files)."""
+    (ImageNet's means listing 1.28M files) and must still have the fingerprint the cell's identity was checked with."""
     datasets = {s.dataset.name: s.dataset for s in missing}
     if train:
         datasets[run.dataset.name] = run.dataset
     splits = {}
     for name, ds in datasets.items():
         ensure_dataset(ds, run.data.root)
+        key = listing_key(ds, run.data.root)
         splits[name] = load_splits(ds, run.data.root)
+        remember(cache_root(run, ds), key, splits[name].fingerprint)
+        want = (fingerprints or {}).get(name)
+        if want is not None and want != splits[name].fingerprint:
+            raise DataError(f"dataset '{name}' changed while this cell started (fingerprint {want[:12]} -> "
+                            f"{splits[name].fingerprint[:12]}); run the cell again")
     by_set = {}
     for name in dict.fromkeys(s.dataset.name for s in missing):
         for es in eval_sets(run, datasets[name], splits[name]):
@@ -293,3 +323,54 @@ def cell_data(run: RunConfig, missing, train: bool) -> tuple[list, list[Example]
     sets = [(spec, by_set[(spec.dataset.name, spec.split)]) for spec in missing]
     examples = train_examples(run, run.dataset, splits[run.dataset.name]) if train else []
     return sets, examples
+
+
+# ----------------------------------------------------------------------------------------------------- frozen
+def _image_file(run: RunConfig, ds: DatasetConfig, splits: Splits, it: Item) -> Path:
+    """Where an item's image is: under the image root, or extracted (once, content-addressed, bytes unchanged)
+    into `<cache>/<dataset>/images/` when the data file stores it."""
+    data = splits.image_bytes(it) if splits.image_bytes is not None else None
+    if data is None:
+        return splits.image_root / it.path
+    path = cache_root(run, ds) / "images" / f"{hashlib.sha256(data).hexdigest()[:32]}{image_suffix(data)}"
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    return path
+
+
+def _frozen_examples(run: RunConfig, ds: DatasetConfig, splits: Splits, items: list[Item], split: str
+                     ) -> tuple[list[Example], list[str]]:
+    """Examples of frozen rows: verbatim problem, label as written, no option list; (examples, missing ids).
+    Open-set asks the question alone, so there the rows' problems (with their option lists) are not used."""
+    verbatim = run.setting.name != "open"
+    out, missing = [], []
+    for it in items:
+        path = _image_file(run, ds, splits, it)
+        if split == "train" and not image_is_readable(path):
+            raise DataError(f"training image missing or unreadable: {path} (row {it.path} of dataset '{ds.name}')")
+        if not path.exists():
+            missing.append(it.path)
+            continue
+        out.append(Example(it.path, str(path), it.classname, (), split, problem=it.problem if verbatim else None))
+    return out, missing
+
+
+def _frozen_train(run: RunConfig, ds: DatasetConfig, splits: Splits) -> list[Example]:
+    """The frozen training rows as they are; their images per class must match `shots` (the run dir says kK)."""
+    if not splits.train:
+        raise ConfigError(f"dataset '{ds.name}' has no training rows (dataset.files.train): it can be evaluated, "
+                          "not trained on")
+    per_class = Counter(Counter(it.label for it in splits.train).values()).most_common(1)[0][0]
+    if per_class != run.shots:
+        raise ConfigError(f"the training rows of dataset '{ds.name}' hold {per_class} images per class: run it with "
+                          f"shots={per_class} (got shots={run.shots})")
+    return _frozen_examples(run, ds, splits, splits.train, "train")[0]
+
+
+def _frozen_eval(run: RunConfig, ds: DatasetConfig, splits: Splits, split: str) -> EvalSet:
+    if split not in splits.frozen:
+        raise ConfigError(f"dataset '{ds.name}' has no dataset.files.{split}: setting={run.setting.name} evaluates "
+                          f"{', '.join(_space_labels(run, splits))}")
+    examples, missing = _frozen_examples(run, ds, splits, splits.frozen[split], split)
+    classes = list(splits.classnames) if run.setting.name == "open" else []
+    return EvalSet(ds.name, split, ds.question_in(run.setting.name), examples, missing, classes)

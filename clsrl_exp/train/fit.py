@@ -51,9 +51,10 @@ def finished(run_dir: Path) -> TrainSummary | None:
 
 
 def fit(run: RunConfig, model_path: str, processor, examples, device: Device, rollout, report_to: list[str],
-        curve_tasks=()) -> tuple[object, TrainSummary, str]:
+        curve_tasks=(), data_fingerprint: str | None = None) -> tuple[object, TrainSummary, str]:
     """Train (resuming if a checkpoint exists) and return (live model or None if already trained, summary,
-    checkpoint path). `curve_tasks` are evaluation tasks scored during training when `eval.curve_every` > 0."""
+    checkpoint path). `curve_tasks` are evaluation tasks scored during training when `eval.curve_every` > 0;
+    `data_fingerprint` (what the training data is) is stored in the summary."""
     from clsrl_exp.data import shuffled_labels
     from clsrl_exp.runtime import check_stop
     from clsrl_exp.train.callbacks import (
@@ -117,7 +118,7 @@ def fit(run: RunConfig, model_path: str, processor, examples, device: Device, ro
     summary = TrainSummary(kind=run.train.kind, steps=trainer.state.global_step, wall_s=round(clock.wall_s, 2),
                            examples=len(examples), mean_completion_tokens=mean_completion_tokens(history),
                            curve=curve.points if curve else [], final_log=last_log(history),
-                           log_history=f"{TRAINER_DIR}/{LOG_HISTORY_FILE}")
+                           log_history=f"{TRAINER_DIR}/{LOG_HISTORY_FILE}", data_fingerprint=data_fingerprint)
     if device.is_main:
         trainer.save_model(str(ckpt))
         processor.save_pretrained(str(ckpt))

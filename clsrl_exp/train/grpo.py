@@ -124,5 +124,6 @@ def check_rollout_inputs(run: RunConfig, rollout: type[Rollout], model_path: str
 
     pairs = [(run.dataset.question_in(run.setting.name), ex) for ex in examples]
     pairs += [(s.question, ex) for s in eval_sets for ex in s.examples[:256]]
-    texts = [grpo_messages(prompt_text(run.method.train_template, q, ex.options), run.method) for q, ex in pairs]
+    texts = [grpo_messages(prompt_text(run.method.train_template, q, ex.options, ex.problem), run.method)
+             for q, ex in pairs]
     rollout.check_inputs(run, model_path, processor, texts, [ex.image_path for _, ex in pairs])

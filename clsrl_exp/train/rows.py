@@ -40,7 +40,8 @@ def grpo_dataset(examples, method: MethodConfig, question: str, image_size: int,
 
     rows = {"prompt": [], "image": [], "label": [], "id": []}
     for ex in examples:
-        rows["prompt"].append(grpo_messages(prompt_text(method.train_template, question, ex.options), method))
+        rows["prompt"].append(grpo_messages(prompt_text(method.train_template, question, ex.options, ex.problem),
+                                            method))
         rows["image"].append(ex.image_path)
         rows["label"].append(ex.label)
         rows["id"].append(ex.id)
@@ -63,5 +64,5 @@ def sft_dataset(rows: Sequence[tuple], image_size: int):
 
 def sft_rows(examples, method: MethodConfig, question: str) -> list[tuple]:
     """The SFT baseline's rows: the method's prompt and its target template filled with the label."""
-    return [(ex, sft_messages(prompt_text(method.train_template, question, ex.options), method),
+    return [(ex, sft_messages(prompt_text(method.train_template, question, ex.options, ex.problem), method),
              method.target_template.replace("{label}", ex.label)) for ex in examples]

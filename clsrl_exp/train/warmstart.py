@@ -56,7 +56,7 @@ def warm_start(run: RunConfig, base_path: str, device: Device) -> str:
 
     def build(folder: Path) -> None:
         triples = warm_examples(run)
-        rows = [(ex, sft_messages(prompt_text(m.train_template, q, ex.options), m), target)
+        rows = [(ex, sft_messages(prompt_text(m.train_template, q, ex.options, ex.problem), m), target)
                 for ex, m, q, target in triples]
         dataset = sft_dataset(rows, run.model.image_size)
         processor = load_processor(base_path, run.model)

@@ -7,7 +7,15 @@ option lists by `clsrl_exp.data.protocol`, the same for every format.
 
 Built in: `split_json` (CoOp's split_zhou_*.json: most CoOp datasets, the synthetic ones, Fashion-MNIST;
 `coop.py`), `imagenet` (classnames.txt + wnid folders; `imagenet.py`), `fgvc_aircraft` (variant lists;
-`fgvc.py`).
+`fgvc.py`), `imagefolder` (`<folder>/{train,test}/<class>/*`, or one folder split by a seeded fraction;
+`imagefolder.py`), `clsrl_official` (the authors' published training rows and frozen test JSONL, each row with its
+own `problem` text; `official.py`).
+
+The dataset folder is `dataset.path` (absolute, or under the data root) if set, else `<data.root>/<dataset_dir>`
+(`dataset_dir` defaults to the dataset's name). Where the data lives is never part of a run's identity; what it is
+is: `Splits.fingerprint` hashes what defines the split (split file bytes, list files, or the listed paths, labels
+and class names; never image bytes). Layouts that list folders name the folders whose mtimes change with the
+listing (`LISTINGS`), so the fingerprint can be cached instead of listing 1.28M ImageNet files per skip check.
 
 How to add a format: write `clsrl_exp/data/formats/<name>.py` with a reader (raise `DataError` naming the file,
 line and field of any bad input), add it to `FORMATS` (or decorate it with `@register_format("<name>")`, or put its
@@ -17,6 +25,7 @@ import path `my_formats.py:read_mine` in `dataset.layout`), and write one `conf/
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -35,9 +44,10 @@ SPLIT_KEYS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Item:
-    path: str  # relative to the image root, as in the split file
+    path: str  # relative to the image root, as in the split file (also the item's id)
     label: int
     classname: str  # raw, as stored (CoOp keeps underscores)
+    problem: str | None = None  # verbatim problem text (question + option list) of the authors' files
 
 
 @dataclass
@@ -49,6 +59,8 @@ class Splits:
     val: list[Item] = field(default_factory=list)
     test: list[Item] = field(default_factory=list)
     fingerprint: str = ""  # sha256 of what defines the split (split file bytes / list files / folder listing)
+    frozen: dict[str, list[Item]] | None = None  # eval split -> items with verbatim problems (authors' files)
+    image_bytes: Callable[[Item], bytes | None] | None = None  # images stored inside a data file (HF datasets)
 
 
 def root_path(root: str | os.PathLike | None) -> Path:
@@ -78,11 +90,18 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
 
 
 def dataset_dir(ds: DatasetConfig, root: str | os.PathLike | None) -> Path:
-    path = resolve_root(root) / ds.dataset_dir
+    """The dataset folder: `dataset.path` (absolute, or under the data root), else `<data root>/<dataset_dir>`."""
+    if ds.path and Path(ds.path).expanduser().is_absolute():
+        path = Path(ds.path).expanduser()
+        if not path.is_dir():
+            raise DataError(f"dataset folder not found: {path} (dataset.path of dataset '{ds.name}')")
+        return path.resolve()
+    sub = ds.path or ds.dataset_dir or ds.name
+    path = resolve_root(root) / sub
     if not path.is_dir():
         raise DataError(
-            f"dataset folder not found: {path} (expected '{ds.dataset_dir}/' under the data root for dataset "
-            f"'{ds.name}', following CoOp's DATASETS.md layout)"
+            f"dataset folder not found: {path} (expected '{sub}/' under the data root for dataset "
+            f"'{ds.name}', following CoOp's DATASETS.md layout; or set dataset.path)"
         )
     return path
 
@@ -97,6 +116,19 @@ def sha256_of(chunks: Iterable[bytes]) -> str:
     for c in chunks:
         h.update(c)
     return h.hexdigest()
+
+
+def content_fingerprint(classnames: list[str], parts: dict[str, list[Item]]) -> str:
+    """sha256 of the class list and every item's (path, label, problem): what a listing-based split is.
+
+    >>> a = content_fingerprint(["x", "y"], {"train": [Item("x/1.jpg", 0, "x")]})
+    >>> a == content_fingerprint(["x", "y"], {"train": [Item("x/1.jpg", 0, "x")]}), len(a)
+    (True, 64)
+    >>> a == content_fingerprint(["x", "z"], {"train": [Item("x/1.jpg", 0, "x")]})
+    False
+    """
+    listing = [classnames, {k: [[it.path, it.label, it.problem] for it in v] for k, v in sorted(parts.items())}]
+    return sha256_of([json.dumps(listing, ensure_ascii=False).encode()])
 
 
 def classnames_from_items(where: str, splits: dict[str, list[Item]]) -> list[str]:
@@ -128,6 +160,15 @@ FORMATS: dict[str, str | Callable[[DatasetConfig, str | os.PathLike | None], Spl
     "split_json": "clsrl_exp.data.formats.coop:read_split_json",
     "imagenet": "clsrl_exp.data.formats.imagenet:read_imagenet",
     "fgvc_aircraft": "clsrl_exp.data.formats.fgvc:read_fgvc_aircraft",
+    "imagefolder": "clsrl_exp.data.formats.imagefolder:read_imagefolder",
+    "clsrl_official": "clsrl_exp.data.formats.official:read_official",
+}
+
+# layouts whose split is a folder listing -> `f(ds, root) -> list[Path]`: the folders (and files) whose mtimes
+# change whenever the listing does; `clsrl_exp.data.dataset_fingerprint` caches the fingerprint under them
+LISTINGS: dict[str, str | Callable[[DatasetConfig, str | os.PathLike | None], list[Path]]] = {
+    "imagenet": "clsrl_exp.data.formats.imagenet:listing_inputs",
+    "imagefolder": "clsrl_exp.data.formats.imagefolder:listing_inputs",
 }
 
 
@@ -150,6 +191,16 @@ def get_format(layout: str) -> Callable[[DatasetConfig, str | os.PathLike | None
     if isinstance(FORMATS[layout], str):
         FORMATS[layout] = load_object(FORMATS[layout])
     return FORMATS[layout]
+
+
+def listing_inputs(ds: DatasetConfig, root: str | os.PathLike | None) -> list[Path] | None:
+    """The folders whose mtimes stand for this dataset's listing, or None when its layout is not a listing."""
+    fn = LISTINGS.get(ds.layout)
+    if fn is None:
+        return None
+    if isinstance(fn, str):
+        fn = LISTINGS[ds.layout] = load_object(fn)
+    return fn(ds, root)
 
 
 def load_splits(ds: DatasetConfig, root: str | os.PathLike | None) -> Splits:
