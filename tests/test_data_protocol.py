@@ -14,6 +14,7 @@ from data_fixtures import DTD_CLASSES, make_dtd, make_fgvc, make_imagenet, make_
 from clsrl_exp.config import dataset_config
 from clsrl_exp.data import class_halves, eval_sets, load_splits, train_examples
 from clsrl_exp.errors import DataError
+from clsrl_exp.fileio import write_sealed_json
 from clsrl_exp.prompts import option_count
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,11 +61,16 @@ def test_fewshot_cache_holds_relative_paths_and_is_reused(dtd):
     assert [e[0] for e in data["train"]] == [e.id for e in first]
     assert all(not os.path.isabs(p) and p.startswith(tuple(DTD_CLASSES)) for p, _, _ in data["train"])
     assert {lab for _, lab, _ in data["train"]} == set(range(5))
-    # a consistent cache is read, not re-sampled: swap one entry for another image of the same class
+    # a consistent (sealed) cache is read, not re-sampled: swap one entry for another image of the same class
     data["train"][0][0] = "banded/banded_train_5.jpg" if data["train"][0][0] != "banded/banded_train_5.jpg" \
         else "banded/banded_train_4.jpg"
-    path.write_text(json.dumps(data))
+    write_sealed_json(path, data)
     assert train_examples(run, run.dataset)[0].id == data["train"][0][0]
+    # a hand-edited one (checksum broken) is re-sampled from the split, not trusted
+    edited = json.loads(path.read_text())
+    edited["train"] = edited["train"][::-1]
+    path.write_text(json.dumps(edited))
+    assert [e.id for e in train_examples(run, run.dataset)] == [e.id for e in first]
     # a changed split file (different sha256) invalidates it
     split = root / "dtd" / "split_zhou_DescribableTextures.json"
     split.write_text(split.read_text() + "\n")
@@ -182,11 +188,14 @@ def test_eval_options_frozen_once_and_reused(dtd):
     assert [i["id"] for i in frozen["items"]] == [e.id for e in first[0].examples]
     assert [tuple(i["options"]) for i in frozen["items"]] == [e.options for e in first[0].examples]
     assert eval_sets(rl, rl.dataset)[0].examples == first[0].examples
-    # the second call reads the file: an edited (but consistent) file is what comes back
+    # the second call reads the file: a changed (but sealed) file is what comes back
     frozen["items"][0]["options"] = list(reversed(frozen["items"][0]["options"]))
-    path.write_text(json.dumps(frozen))
+    write_sealed_json(path, frozen)
     again = eval_sets(rl, rl.dataset)[0]
     assert again.examples[0].options == tuple(frozen["items"][0]["options"]) != first[0].examples[0].options
+    # a hand-edited one (checksum broken) is drawn again, with the same seeded options as the first time
+    path.write_text(json.dumps({**frozen, "items": frozen["items"][::-1]}))
+    assert eval_sets(rl, rl.dataset)[0].examples == first[0].examples
     assert again.question == "What type of texture is in the photo?" and again.split == "test"
     # a different option rule does not reuse it
     other = make_run(root, cache, "dtd", shots=2, option_all_below=0, option_cap=2)
