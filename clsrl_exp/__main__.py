@@ -101,6 +101,13 @@ def main() -> None:
         argv.append("--resolve")
     from clsrl_exp.preflight import preflight
 
+    try:  # sweep launchers (hydra/launcher=local|slurm): a cell whose job dies is a failed cell, not the sweep's end
+        from clsrl_exp.launchers import install
+
+        install()
+    except ImportError:  # hydra-submitit-launcher is not installed (pip install -e .[slurm])
+        pass
+
     try:
         preflight(argv[1:])
     except UserError as e:

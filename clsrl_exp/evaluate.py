@@ -54,11 +54,17 @@ class PredictionLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: dict[tuple, dict] = {}
         if self.path.exists():
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):  # killed mid-write: that item was never complete
-                data = data[: data.rfind(b"\n") + 1]
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(len(data))
+            import fcntl
+
+            with open(self.path, "r+b") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)  # other ranks append to the same log: read whole lines only
+                try:
+                    data = fh.read()
+                    if data and not data.endswith(b"\n"):  # killed mid-write: that item was never complete
+                        data = data[: data.rfind(b"\n") + 1]
+                        fh.truncate(len(data))
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
             bad = 0
             for line in data.decode(errors="replace").splitlines():
                 if line.strip():
@@ -77,14 +83,31 @@ class PredictionLog:
         return row["dataset"], row["split"], row["prompt_variant"], row["id"]
 
     def done(self, eval_hash: str) -> dict[str, dict]:
-        """Scored rows of one evaluation, by item id."""
-        return {k[1]: r for k, r in self.rows.items() if len(k) == 2 and k[0] == eval_hash}
+        """Scored rows of one evaluation, by item id (an unreadable image's `skipped` line is not scored)."""
+        return {k[1]: r for k, r in self.rows.items() if len(k) == 2 and k[0] == eval_hash and "skipped" not in r}
+
+    def skipped(self, eval_hash: str) -> dict[str, dict]:
+        """Items of one evaluation whose image could not be read (last attempt), by item id."""
+        return {k[1]: r for k, r in self.rows.items() if len(k) == 2 and k[0] == eval_hash and "skipped" in r}
 
     def append(self, rows: list[dict]) -> None:
-        with open(self.path, "a") as fh:
-            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Append whole lines under an exclusive lock (several ranks share one log); a line torn by a writer that
+        died is closed first, so it stays one unreadable line instead of spoiling the next."""
+        import fcntl
+
+        with open(self.path, "ab+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fh.seek(0, os.SEEK_END)
+                head = b""
+                if fh.tell():
+                    fh.seek(-1, os.SEEK_END)
+                    head = b"" if fh.read(1) == b"\n" else b"\n"
+                fh.write(head + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
         for r in rows:
             self.rows[self.key(r)] = r
 
@@ -112,68 +135,106 @@ def _progress(total: int, desc: str, enabled: bool):
                 mininterval=2.0, leave=False)
 
 
-def evaluate_set(generator, processor, task: EvalTask, log_: PredictionLog, *, image_size: int, batch_size: int,
-                 limit: int | None = None, progress: bool = True, backend: str | None = None) -> EvalEntry:
-    """Score one eval set, resuming from `log_`; returns counts over all (previously and newly) scored items."""
+def shard_items(items: list, batch_size: int, rank: int, world: int) -> list:
+    """This rank's share of the items: whole generation batches, batch b to rank b mod world, so every batch (and so
+    every greedy prediction) is the one a single process would make.
+
+    >>> shard_items(list(range(7)), 2, 1, 2)
+    [2, 3, 6]
+    """
+    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    return [it for b in batches[rank::world] for it in b]
+
+
+def generate_set(generator, processor, task: EvalTask, log_: PredictionLog, *, image_size: int, batch_size: int,
+                 limit: int | None = None, progress: bool = True, shard: tuple[int, int] = (0, 1)) -> tuple[int, float]:
+    """Generate the items of `task` not yet in `log_` (this rank's shard of them) and append each batch to the log;
+    unreadable images are logged as skipped (and tried again on a rerun). Returns (items handled, seconds)."""
     eval_set = task.eval_set
     examples = spread(eval_set.examples, limit) if limit else list(eval_set.examples)
-    skipped = 0 if limit else len(eval_set.missing)
-    skipped_examples = list(eval_set.missing[:5])
     done = log_.done(task.eval_hash)
     todo = [ex for ex in examples if ex.id not in done]
     texts = chat_texts(processor, todo, task.prompt, eval_set.question) if todo else []
     order = sorted(range(len(todo)), key=lambda i: len(texts[i]))  # similar lengths batch together: less padding
-    items = [(todo[i], texts[i]) for i in order]
+    items = shard_items([(todo[i], texts[i]) for i in order], batch_size, *shard)
     if items and progress:
-        log.info("eval %s: %d items (%d already scored), batch %d", task.name, len(items), len(done), batch_size)
+        part = f", shard {shard[0]} of {shard[1]}" if shard[1] > 1 else ""
+        log.info("eval %s: %d items (%d already scored%s), batch %d", task.name, len(items), len(done), part,
+                 batch_size)
     # an empty-think prompt prefills the start of the reply: the model's output (what is scored, as the official
     # eval scripts decode only generated tokens) continues it; the line keeps both, the reply = prefill + output
     prefill = {"prefill": task.prompt.prefill} if task.prompt.prefill else {}
+    head = {"eval_hash": task.eval_hash, "dataset": eval_set.dataset, "split": eval_set.split,
+            "prompt_variant": task.variant}
     t0 = time.perf_counter()
     with _progress(len(items), f"eval {task.name}", progress) as bar:
         for batch_examples, inputs, bad in generator.batches(items, image_size, batch_size):
-            check_stop(f"during the evaluation of {task.name} ({len(log_.done(task.eval_hash))} items scored and "
-                       f"saved in {log_.path})")
-            for ex, err in bad:
-                skipped += 1
-                if len(skipped_examples) < 5:
-                    skipped_examples.append(f"{ex.id}: {type(err).__name__}: {err}"[:200])
+            check_stop(f"during the evaluation of {task.name} (every finished batch is saved in {log_.path})")
+            if bad:
+                log_.append([{**head, "id": ex.id, "skipped": f"{type(err).__name__}: {err}"[:200]} for ex, err in bad])
             bar.update(len(bad))
             if not batch_examples:
                 continue
             outputs, lengths = generator.generate(inputs)
-            log_.append([{"eval_hash": task.eval_hash, "dataset": eval_set.dataset, "split": eval_set.split,
-                          "prompt_variant": task.variant, "id": ex.id, "label": ex.label, "output": out,
+            log_.append([{**head, "id": ex.id, "label": ex.label, "output": out,
                           "lenient": lenient_match(out, ex.label), "strict": strict_match(out, ex.label),
                           "output_tokens": n, "options": list(ex.options), **prefill}
                          for ex, out, n in zip(batch_examples, outputs, lengths, strict=True)])
             bar.update(len(batch_examples))
-    wall = time.perf_counter() - t0
-    wanted = {ex.id for ex in examples}
+    return len(items), time.perf_counter() - t0
+
+
+def score_set(task: EvalTask, log_: PredictionLog, *, limit: int | None = None, backend: str | None = None,
+              wall_s: float = 0.0) -> EvalEntry:
+    """The evaluation's entry from the prediction log (every rank's lines): lenient and strict accuracy over the
+    scored items, missing and unreadable images counted and named."""
+    eval_set = task.eval_set
+    wanted = {ex.id for ex in (spread(eval_set.examples, limit) if limit else eval_set.examples)}
     rows = [r for i, r in log_.done(task.eval_hash).items() if i in wanted]
+    bad = [r for i, r in log_.skipped(task.eval_hash).items() if i in wanted]
+    missing = [] if limit else list(eval_set.missing)
     lens = [r.get("output_tokens", 0) for r in rows]
-    entry = make_eval(eval_set.dataset, eval_set.split, task.variant, n=len(rows),
-                      correct=sum(r["lenient"] for r in rows), correct_strict=sum(r["strict"] for r in rows),
-                      skipped=skipped, eval_hash=task.eval_hash, backend=backend,
-                      skipped_examples=skipped_examples, wall_s=round(wall, 2),
-                      mean_output_tokens=round(sum(lens) / len(lens), 2) if lens else 0.0, identity=task.identity,
-                      classes=list(getattr(eval_set, "classes", [])))
+    return make_eval(eval_set.dataset, eval_set.split, task.variant, n=len(rows),
+                     correct=sum(r["lenient"] for r in rows), correct_strict=sum(r["strict"] for r in rows),
+                     skipped=len(missing) + len(bad), eval_hash=task.eval_hash, backend=backend,
+                     skipped_examples=(missing + [f"{r['id']}: {r['skipped']}" for r in bad])[:5],
+                     wall_s=round(wall_s, 2), mean_output_tokens=round(sum(lens) / len(lens), 2) if lens else 0.0,
+                     identity=task.identity, classes=list(getattr(eval_set, "classes", [])))
+
+
+def evaluate_set(generator, processor, task: EvalTask, log_: PredictionLog, *, image_size: int, batch_size: int,
+                 limit: int | None = None, progress: bool = True, backend: str | None = None) -> EvalEntry:
+    """Score one eval set in this process, resuming from `log_`; counts over all (previously and newly) scored
+    items."""
+    new, wall = generate_set(generator, processor, task, log_, image_size=image_size, batch_size=batch_size,
+                             limit=limit, progress=progress)
+    entry = score_set(task, log_, limit=limit, backend=backend, wall_s=wall)
     if progress:
-        rate = f", {len(items) / wall:.1f} items/s" if items and wall > 0 else ""
-        log.info("eval %s: accuracy %.2f (strict %.2f) on %d items (%d new%s), %d skipped, %.0f s", task.name,
-                 entry.accuracy, entry.accuracy_strict, entry.n, len(items), rate, entry.skipped, wall)
+        _summary(task, entry, new, wall)
     return entry
+
+
+def _summary(task: EvalTask, entry: EvalEntry, new: int, wall: float) -> None:
+    rate = f", {new / wall:.1f} items/s" if new and wall > 0 else ""
+    log.info("eval %s: accuracy %.2f (strict %.2f) on %d items (%d new%s), %d skipped, %.0f s", task.name,
+             entry.accuracy, entry.accuracy_strict, entry.n, new, rate, entry.skipped, wall)
 
 
 def evaluate_tasks(run, backend, model, processor, tasks: list[EvalTask], thash: str, device,
                    model_path: str | None) -> list[EvalEntry]:
     """Score every task of a cell with `backend` (a `Generator` class) into `<run_dir>/predictions.jsonl`.
 
-    Zero-shot predictions are shared between cells through a cache keyed by the model (`<paths.cache>/zeroshot/
-    <training hash>/`): k1..k16 zero-shot cells are one model, evaluated once; cells sharing the cache evaluate it
-    one at a time (file lock) and append the rows of their own evaluations to their run directory's log.
+    Several ranks share the work: each generates a disjoint shard (whole batches) and appends to the one log (lines
+    are appended under a lock); rank 0 then scores from the complete log and returns the entries (other ranks
+    return []). Zero-shot predictions are shared between cells through a cache keyed by the model
+    (`<paths.cache>/zeroshot/<training hash>/`): k1..k16 zero-shot cells are one model, evaluated once; cells
+    sharing the cache evaluate it one at a time (rank 0 holds a file lock) and append the rows of their own
+    evaluations to their run directory's log.
     """
+    import contextlib
+
     from clsrl_exp.fileio import file_lock
+    from clsrl_exp.runtime import barrier
     from clsrl_exp.schema import PREDICTIONS_FILE
 
     if not tasks:
@@ -183,15 +244,28 @@ def evaluate_tasks(run, backend, model, processor, tasks: list[EvalTask], thash:
     cached = run.train.kind == "none" and run.eval.cache_zeroshot
     if cached:
         pred_path = Path(run.paths.cache) / "zeroshot" / thash / PREDICTIONS_FILE
+    world, rank = device.world_size, device.rank
     generator = backend(run, model=model, processor=processor, model_path=model_path, device=device)
+    shared = file_lock(pred_path.with_suffix(".lock")) if device.is_main else contextlib.nullcontext()
+    walls, news = {}, {}
     try:
-        with file_lock(pred_path.with_suffix(".lock")):
+        with shared:
+            barrier(world)  # every rank starts once rank 0 holds the shared log
+            for t in tasks:
+                news[t.eval_hash], walls[t.eval_hash] = generate_set(generator, processor, t, PredictionLog(pred_path),
+                                                       image_size=run.model.image_size,
+                                                       batch_size=run.eval.batch_size, limit=run.eval.limit,
+                                                       shard=(rank, world))
+            barrier(world)  # every shard is on disk
+            if not device.is_main:
+                return []
             preds = PredictionLog(pred_path)
-            entries = [evaluate_set(generator, processor, t, preds, image_size=run.model.image_size,
-                                    batch_size=run.eval.batch_size, limit=run.eval.limit, backend=run.eval.backend)
-                       for t in tasks]
+            entries = [score_set(t, preds, limit=run.eval.limit, backend=run.eval.backend,
+                                 wall_s=walls[t.eval_hash]) for t in tasks]
     finally:
         generator.close()
+    for t, e in zip(tasks, entries, strict=True):
+        _summary(t, e, news[t.eval_hash], walls[t.eval_hash])
     if cached:
         own = PredictionLog(run_dir / PREDICTIONS_FILE)
         wanted = {t.eval_hash for t in tasks}

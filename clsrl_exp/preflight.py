@@ -97,6 +97,10 @@ def preflight(argv: list[str]) -> None:
     overrides, config_dir, multirun, info = parse_argv(argv)
     if info:
         return
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        from clsrl_exp.runtime import check_single_process_launch
+
+        check_single_process_launch()  # e.g. `accelerate launch --cpu --num_processes 2`: one process, not two
     from omegaconf import OmegaConf
 
     from clsrl_exp.config import to_run_config

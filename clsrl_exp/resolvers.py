@@ -2,6 +2,7 @@
 
 - `${clsrl_run:}`: the run directory's path under `paths.runs`, from the training identity (`clsrl_exp.identity`);
 - `${clsrl_vllm_len:image_size,max_pixels,text_tokens,completion}`: vLLM's context length (`clsrl_exp.lengths`);
+- `${clsrl_or:VALUE,DEFAULT}`: VALUE unless it is null (e.g. the sweep folder of a run without `sweep_name`);
 - `${clsrl_grid:NAME}`: a named dataset list (`clsrl_exp.grids`) as the comma-joined string a Hydra sweeper
   parameter takes.
 """
@@ -29,6 +30,7 @@ RESOLVERS = {
     "clsrl_run": _run_relpath,
     "clsrl_vllm_len": _vllm_len,
     "clsrl_grid": lambda name: ",".join(dataset_list(name)),
+    "clsrl_or": lambda value, default: default if value is None else value,
 }
 
 

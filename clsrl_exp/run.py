@@ -8,9 +8,7 @@ in `<run_dir>/trainer/`, evaluation from `predictions.jsonl`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from pathlib import Path
 
 from clsrl_exp.cells import cell_state, set_aside_evals, set_aside_training, training_fingerprint
@@ -37,9 +35,13 @@ def run_cell(run: RunConfig, container: dict) -> dict:
         log.info("skipped: %s already holds a complete result for this config", run_dir)
         return {**cs.record.to_dict(), "cell": "skipped"}
     runtime.check_tracker(run.logger)  # settings that cannot work stop here, before any data or model work
-    main_rank = int(os.environ.get("RANK", "0")) == 0
-    lock = runtime.cell_lock(run_dir, wait=run.wait_for_lock) if main_rank else contextlib.nullcontext()
-    with lock, runtime.stop_on_signals():
+    rank, world = runtime.launch_ranks()
+    if world > 1:
+        import torch
+
+        runtime.init_process_group(cuda=torch.cuda.is_available())
+    with runtime.cell_lock_all_ranks(run_dir, rank, world, wait=run.wait_for_lock), \
+            runtime.stop_on_signals(extra=runtime.preemption_signals()):
         cs = cell_state(run, container)  # again: a process we waited for may have done it
         if cs.state == "complete":
             log.info("skipped: %s was completed by another process", run_dir)
@@ -88,17 +90,17 @@ def _run_cell(run: RunConfig, container: dict, cs) -> dict:
         record.evals = set_aside_evals(run_dir, record, cs.fingerprints)
         write_record(run_dir, record)
 
-    # data: every bad input stops here, before a model is loaded
-    sets, examples = cell_data(run, missing, train=run.train.kind != "none" and record.train is None,
-                               fingerprints=cs.fingerprints)
+    # data, then the model: every bad input stops here, before a model is loaded; with several ranks, rank 0 builds
+    # the shared caches (split files, the tiny model) while the others wait, then they read them
+    with runtime.main_first(device.world_size):
+        sets, examples = cell_data(run, missing, train=run.train.kind != "none" and record.train is None,
+                                   fingerprints=cs.fingerprints)
+        model_path = models.resolve_model_path(run.model, run.paths.cache)
+        if run.model.warm_start is not None:
+            from clsrl_exp.train.warmstart import warm_start
+
+            model_path = warm_start(run, model_path, device)
     tasks = [EvalTask(s, spec.variant, spec.prompt, spec.eval_hash, spec.identity) for spec, s in sets]
-
-    # the model
-    model_path = models.resolve_model_path(run.model, run.paths.cache)
-    if run.model.warm_start is not None:
-        from clsrl_exp.train.warmstart import warm_start
-
-        model_path = warm_start(run, model_path, device)
     report_to = runtime.init_tracker(run, container, device, thash, "/".join(run_dir.parts[-5:]))
     processor = models.load_processor(model_path, run.model)
     if rollout is not None and examples:
@@ -115,8 +117,9 @@ def _run_cell(run: RunConfig, container: dict, cs) -> dict:
                                               curve_tasks=tasks, data_fingerprint=fp)
         record.train.data_fingerprint = record.train.data_fingerprint or fp  # a training from before fingerprints
         record.rollout = rollout.name if rollout is not None else None
-        if not device.is_main:
-            return {"status": "trained", "rank": device.rank}
+        if device.world_size > 1:  # every rank evaluates a shard, from the checkpoint rank 0 saved
+            runtime.barrier(device.world_size)
+            model = runtime.release_model(model)
     record.model_path = model_path
 
     # evaluate what is missing, append to the record
@@ -125,6 +128,8 @@ def _run_cell(run: RunConfig, container: dict, cs) -> dict:
     elif model is None and tasks:
         model = models.load_model(model_path, run.model, device.cuda)
     entries = evaluate_tasks(run, backend, model, processor, tasks, thash, device, model_path)
+    if not device.is_main:  # rank 0 scores the merged log and writes the record
+        return {"status": "evaluated", "rank": device.rank}
     new = {e.eval_hash for e in entries}
     record.evals = [e for e in record.evals if e.eval_hash not in new] + entries
     record.status = "complete"

@@ -43,12 +43,110 @@ class Device:
         return self.rank == 0
 
 
+# ----------------------------------------------------------------------------------------------------- ranks
+def launch_ranks() -> tuple[int, int]:
+    """(rank, world size) of this process, as its launcher set them: torchrun and `accelerate launch` export RANK and
+    WORLD_SIZE; Slurm tasks (srun, submitit with `tasks_per_node` > 1) give SLURM_PROCID / SLURM_NTASKS, exported here
+    as the RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT torch reads. A launch that asked for several
+    processes but started one is a `ConfigError` naming the fix."""
+    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        export_slurm_ranks()
+    if "WORLD_SIZE" not in os.environ:
+        check_single_process_launch()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def export_slurm_ranks() -> None:
+    """RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT from the Slurm task environment
+    (submitit's helper: the first node of the job is the master, the port derives from the job id)."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    for key in ("MASTER_ADDR", "MASTER_PORT"):  # set in the submitting shell, they would reach every task
+        os.environ.pop(key, None)
+    env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    log.info("Slurm task %d of %d (local %d), master %s:%s", env.rank, env.world_size, env.local_rank,
+             env.master_addr, env.master_port)
+
+
+def _parent_command() -> list[str]:
+    try:
+        return Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def requested_processes(cmd: list[str]) -> int:
+    """Processes an `accelerate launch` command line asks for (`--num_processes N`), 1 if none or another program.
+
+    >>> requested_processes(["python", "accelerate", "launch", "--cpu", "--num_processes", "2", "-m", "x"])
+    2
+    >>> requested_processes(["python", "-m", "clsrl_exp"])
+    1
+    """
+    if not any(part.endswith("accelerate") for part in cmd) or "launch" not in cmd:
+        return 1
+    for i, part in enumerate(cmd):
+        name, _, value = part.partition("=")
+        if name in ("--num_processes", "--num-processes"):
+            value = value or (cmd[i + 1] if i + 1 < len(cmd) else "1")
+            return int(value) if value.isdigit() else 1
+    return 1
+
+
+def check_single_process_launch() -> None:
+    """This process is the only one (no WORLD_SIZE): make sure its launcher did not ask for more."""
+    n = requested_processes(_parent_command())
+    if n > 1:
+        raise ConfigError(
+            f"`accelerate launch` asked for {n} processes but started one: with --cpu (or use_cpu in its config) "
+            "accelerate runs a single process (several CPU processes need its mpirun launcher). On CPU use "
+            f"`accelerate launch --config_file conf/accelerate/cpu.yml --num_processes {n} -m clsrl_exp ...` or "
+            f"`torchrun --nproc_per_node {n} -m clsrl_exp ...`")
+
+
+def init_process_group(cuda: bool) -> None:
+    """Join the launcher's process group now (gloo on CPU, nccl on CUDA) so ranks can agree before a trainer
+    exists (the cell lock, sharded evaluation); the trainer later reuses the same group."""
+    from accelerate import PartialState
+
+    PartialState(cpu=not cuda)
+
+
+def barrier(world_size: int) -> None:
+    if world_size > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+@contextlib.contextmanager
+def main_first(world_size: int) -> Iterator[None]:
+    """Rank 0 runs the block first (building shared caches), the other ranks after it (finding them built)."""
+    if world_size <= 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        yield
+
+
+def broadcast(obj, world_size: int):
+    """Rank 0's `obj` on every rank."""
+    if world_size <= 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def setup_device() -> Device:
     """CUDA if visible, else CPU with one torch thread (2-core machines stall with more; feasibility.md)."""
     import torch
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world = launch_ranks()
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
@@ -159,6 +257,32 @@ def cell_lock(run_dir: str | Path, wait: bool = False) -> Iterator[None]:
         raise CellBusy(f"the cell {run_dir} is being run by another process (pid {h.get('pid')} on "
                        f"{h.get('host')}, since {h.get('started')}): let it finish, or pass wait_for_lock=true to "
                        "wait for it") from None
+
+
+@contextlib.contextmanager
+def cell_lock_all_ranks(run_dir: str | Path, rank: int, world: int, wait: bool = False) -> Iterator[None]:
+    """`cell_lock` taken by rank 0 for all the cell's ranks: if it is held elsewhere, every rank stops with the
+    same `CellBusy` (instead of the others waiting for rank 0 in a collective)."""
+    with contextlib.ExitStack() as stack:
+        busy = None
+        if rank == 0:
+            try:
+                stack.enter_context(cell_lock(run_dir, wait=wait))
+            except CellBusy as e:
+                busy = str(e)
+        busy = broadcast(busy, world)
+        if busy:
+            raise CellBusy(busy)
+        yield
+
+
+def preemption_signals() -> tuple[int, ...]:
+    """The signal a cluster sends before it preempts or times out a job: submitit's (USR2 unless
+    SUBMITIT_PREEMPT_SIGNAL says otherwise) when this process is a submitit job, else none."""
+    if not os.environ.get("SUBMITIT_FOLDER"):
+        return ()
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
+    return (getattr(signal, f"SIG{name}"),)
 
 
 # ----------------------------------------------------------------------------------------------------- tracker

@@ -37,7 +37,8 @@ def _is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _append(path: Path, row: dict) -> None:
+def append_ledger(path: Path, row: dict) -> None:
+    """Append one cell's line to the sweep ledger (locked: cells end in parallel processes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -72,7 +73,7 @@ class CellSummary(Callback):
         row = {"status": status, "run_dir": run_dir, "overrides": list(hc.overrides.task), "error": error}
         if status == "failed":
             row["log"] = str(Path(run_dir) / f"{hc.job.name}.log")
-        _append(Path(config.hydra.sweep.dir) / LEDGER, row)
+        append_ledger(Path(config.hydra.sweep.dir) / LEDGER, row)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not _is_main_rank():

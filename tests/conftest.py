@@ -51,3 +51,44 @@ def shared(session_root, tiny_path) -> list[str]:
     for name in ("synthetic-colors", "synthetic-shapes"):
         ensure_dataset(dataset_config(name), run.data.root)
     return [f"paths.cache={run.paths.cache}", f"data.root={run.data.root}"]
+
+
+def _require(reason: str | None) -> None:
+    """Tests marked `distributed` / `slurm` run in CI, never skipped there: under CI=true a missing prerequisite
+    fails with its reason; elsewhere it skips."""
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"prerequisite missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The local one-node Slurm cluster (`bash .ci/slurm.sh start`); returns its default partition."""
+    import shutil
+    import subprocess
+
+    from helpers import REPO
+
+    status = subprocess.run(["bash", str(REPO / ".ci" / "slurm.sh"), "status"], capture_output=True, text=True)
+    sacct = shutil.which("sacct")
+    reason = None
+    if status.returncode != 0:
+        reason = "no local Slurm cluster: run `bash .ci/slurm.sh install && bash .ci/slurm.sh start` (.ci/run does)"
+    elif not sacct or "clsrl-slurm sacct stand-in" not in open(sacct, errors="replace").read():
+        reason = f"`sacct` on PATH is {sacct}, not the stand-in .ci/slurm.sh installs in /usr/local/bin"
+    _require(reason)
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):  # would reach every task
+        os.environ.pop(key, None)
+    return "debug"
+
+
+@pytest.fixture(scope="session")
+def torchrun() -> str:
+    import shutil
+    import sys
+
+    path = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    _require(None if path else "torchrun is not installed beside this Python")
+    return path

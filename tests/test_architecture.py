@@ -20,7 +20,7 @@ LAYERS = {
     2: ["config", "generation"],
     3: ["data", "data.*", "models", "cells"],
     4: ["evaluate", "generation.*", "train", "train.*"],
-    5: ["run", "sweep", "preflight", "__main__", "bench", "bench.*"],
+    5: ["run", "sweep", "preflight", "launchers", "__main__", "bench", "bench.*"],
 }
 # the report reads records only: it may import these package modules and nothing heavier
 REPORT_ALLOWED = {"errors", "fileio", "grids", "schema"}

@@ -99,11 +99,12 @@ def make_grpo_trainer(run: RunConfig, model_path: str, processor, train_dataset,
     from trl import GRPOTrainer
 
     from clsrl_exp.train.imagecache import bytes_per_image, cached_processor, capacity
-    from clsrl_exp.train.sampler import OfficialStepsMixin
+    from clsrl_exp.train.sampler import CompletionsPerStepMixin, OfficialStepsMixin
 
     rollout = _rollout(rollout)
     steps = (OfficialStepsMixin,) if run.train.step_rule == "official" else ()
-    Trainer = type("Trainer", (MasterWeightsMixin, *steps, *rollout.trainer_mixins(), GRPOTrainer),
+    Trainer = type("Trainer", (MasterWeightsMixin, CompletionsPerStepMixin, *steps, *rollout.trainer_mixins(),
+                               GRPOTrainer),
                    {"use_master_weights": run.train.master_weights})
     args, plan = grpo_config(run, device, output_dir, rollout, report_to)
     log.info("GRPO batch: %s; generation_batch_size %d", plan.describe(), args.generation_batch_size)

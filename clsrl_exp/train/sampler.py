@@ -57,3 +57,17 @@ class OfficialStepsMixin:
             shuffle=self.shuffle_dataset,
             seed=self.args.seed,
         )
+
+
+class CompletionsPerStepMixin:
+    """Mix into a GRPOTrainer: log `completions_per_step`, the completions scored for one optimizer step summed over
+    every rank (16 prompts x 4 = 64 at any rank count: what the batch plan promises, read from the live trainers)."""
+
+    def _generate_and_score_completions(self, inputs):
+        import torch
+
+        out = super()._generate_and_score_completions(inputs)
+        n = torch.tensor([len(inputs)], device=self.accelerator.device)
+        total = self.accelerator.gather(n).sum().item()
+        self._metrics["train" if self.model.training else "eval"]["completions_per_step"].append(float(total))
+        return out

@@ -13,7 +13,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from clsrl_exp.config import RunConfig, dataset_config, method_config
-from clsrl_exp.fileio import file_lock, spec_hash, use_or_rebuild
+from clsrl_exp.errors import ConfigError
+from clsrl_exp.fileio import file_lock, sealed_dir_ok, spec_hash, use_or_rebuild
 from clsrl_exp.models import load_processor
 from clsrl_exp.runtime import Device
 
@@ -74,6 +75,10 @@ def warm_start(run: RunConfig, base_path: str, device: Device) -> str:
         processor.save_pretrained(str(tmp))
         tmp.rename(folder)
 
+    if device.world_size > 1 and sealed_dir_ok(out, spec) is not None:
+        raise ConfigError(f"the warm-started tiny model is not built yet, and a {device.world_size}-process launch "
+                          "cannot train it (its ranks would wait for each other): run the same command once as a "
+                          "single process (python -m clsrl_exp ...) to build it, then launch the ranks")
     with file_lock(out.with_suffix(".lock")):  # concurrent cells build it once; a corrupt copy is rebuilt
         use_or_rebuild(out, spec, build, "warm-started model")
     return str(out)
