@@ -43,7 +43,7 @@ report: setup                      ## tables + heatmaps from every result.json u
 bench: setup                       ## CPU: eval items/s at two batch sizes + GRPO/eval step timings on the tiny model
 	$(PY) -m clsrl_exp.bench --tiny
 
-bench-learning: setup              ## 3 seeds x {No-Thinking, CLS-RL} + shuffled-label control on the tiny model
+bench-learning: setup              ## 3 seeds x {No-Thinking, CLS-RL} + a shuffled-label control per arm (~10 min)
 	$(PY) -m clsrl_exp.bench.learning
 
 bench-gpu: setup                   ## paper-scale GRPO step + eval throughput on one GPU (Qwen2-VL-2B shapes, random weights)

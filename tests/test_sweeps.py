@@ -141,6 +141,7 @@ def test_dry_listing_shows_the_44_paper_fewshot_cells_without_running_them(tmp_p
     (["+sweep=adaptive"], 16),
     (["+sweep=paper-open"], 15),
     (["+sweep=smoke"], 4),
+    (["+sweep=sft-choices"], 4),
 ])
 def test_every_grid_composes(overrides, n, tmp_path):
     """Counts, and a sample of cells (every swept value at least once) composed and resolved to a run dir."""
@@ -169,6 +170,13 @@ def test_every_grid_composes(overrides, n, tmp_path):
             f"dataset={d}" for d in ("imagenet", "caltech101", "food101", "oxford_flowers", "oxford_pets")}
     if name == "smoke":
         assert all("/tiny-qwen2vl/k2-s1-" in c["run_dir"] for c in checked)
+    if name == "sft-choices":  # 2 trainings (RL epochs, 1 epoch), each scored with 2 prompts in the same run dir
+        by_epochs = {}
+        for c in checked:
+            by_epochs.setdefault(next(o for o in c["overrides"] if o.startswith("train.epochs=")), set()).add(
+                c["run_dir"])
+        assert len(by_epochs) == 2 and all(len(dirs) == 1 for dirs in by_epochs.values()), by_epochs
+        assert len(set.union(*by_epochs.values())) == 2  # the epochs are part of the training identity
 
 
 def test_free_lunch_arms_evaluate_trained_checkpoints_on_all_datasets(tmp_path):

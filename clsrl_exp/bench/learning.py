@@ -1,9 +1,9 @@
 """`python -m clsrl_exp.bench.learning`: does rule-based GRPO teach the tiny VLM, and what does thinking cost?
 
 Runs the demo recipe through the real entry point (`python -m clsrl_exp experiment=demo/...`) for seeds x
-{No-Thinking, CLS-RL}, plus the shuffled-label control (rewards computed against permuted labels), two processes
-at a time (one torch thread each), and prints held-out accuracy before (warm start) / after, steps, wall time and
-mean completion length. Writes learning.json to --out.
+{No-Thinking, CLS-RL}, plus the shuffled-label control of each arm (rewards computed against permuted labels), two
+processes at a time (one torch thread each), and prints held-out accuracy before (warm start) / after, steps, train
+time per step, wall time and mean completion length. Writes learning.json to --out.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--methods", default="nothink,clsrl")
     ap.add_argument("--out", default="outputs/bench-learning")
+    ap.add_argument("--controls", default="nothink,clsrl", help="arms that also run the shuffled-label control")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every cell (e.g. train.max_steps=200)")
     a = ap.parse_args(argv)
@@ -57,20 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     # build the warm-started model once before the parallel cells (they would wait on its lock anyway)
     jobs = [(m, int(s), False) for m in a.methods.split(",") for s in a.seeds.split(",")]
-    jobs.append(("nothink", int(a.seeds.split(",")[0]), True))
+    jobs += [(m, int(a.seeds.split(",")[0]), True) for m in a.controls.split(",") if m]
     first, rest = jobs[0], jobs[1:]
     rows = [cell(*first[:2], root, a.overrides, first[2])]
     with ThreadPoolExecutor(a.jobs) as pool:
         rows += list(pool.map(lambda j: cell(j[0], j[1], root, a.overrides, j[2]), rest))
     (root / "learning.json").write_text(json.dumps(rows, indent=1))
-    print(f"{'run':<22} {'before':>7} {'after':>7} {'best':>7} {'steps':>6} {'train s':>8} {'process s':>9} "
-          f"{'tokens':>7}")
+    print(f"{'run':<22} {'before':>7} {'after':>7} {'best':>7} {'steps':>6} {'train s':>8} {'s/step':>7} "
+          f"{'process s':>9} {'tokens':>7}")
     for r in rows:
         if "error" in r:
             print(f"{r['name']:<22} ERROR {r['error']}")
             continue
         print(f"{r['name']:<22} {r['before']:>7.1f} {r['after']:>7.1f} {r['best']:>7.1f} {r['steps']:>6} "
-              f"{r['train_s']:>8.0f} {r['process_s']:>9.0f} {r['mean_completion_tokens'] or 0:>7.1f}")
+              f"{r['train_s']:>8.0f} {r['train_s'] / max(r['steps'], 1):>7.2f} {r['process_s']:>9.0f} "
+              f"{r['mean_completion_tokens'] or 0:>7.1f}")
     print(f"wrote {root / 'learning.json'}")
     return 1 if any("error" in r for r in rows) else 0
 
