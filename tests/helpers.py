@@ -53,3 +53,13 @@ def cli(args: list[str], root: Path | None = None, env: dict | None = None, time
                        timeout=timeout)
     r.tail = f"\n--- stdout ---\n{r.stdout[-3000:]}\n--- stderr ---\n{r.stderr[-3000:]}"
     return r
+
+
+def one_row(df, **where):
+    """The single row of a report table (pandas DataFrame) whose columns equal `where`; fails if none or several."""
+    mask = df.index == df.index  # all True
+    for key, value in where.items():
+        mask &= (df[key] == value).to_numpy()
+    sub = df[mask]
+    assert len(sub) == 1, (where, sub)
+    return sub.iloc[0]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import one_row
 
 from clsrl_exp.report import build_report, load_records, paper, tables
 from clsrl_exp.report.__main__ import main
@@ -106,15 +107,6 @@ def cli_out(runs, tmp_path_factory) -> Path:
     return out
 
 
-def _row(df: pd.DataFrame, **where) -> pd.Series:
-    mask = pd.Series(True, index=df.index)
-    for key, value in where.items():
-        mask &= df[key] == value
-    sub = df[mask]
-    assert len(sub) == 1, (where, sub)
-    return sub.iloc[0]
-
-
 # ------------------------------------------------------------------------------------------------ paper data
 @pytest.mark.parametrize("method,printed", [("zeroshot", 62.21), ("sft", 70.65), ("clsrl", 81.25), ("nothink", 84.39)])
 def test_paper_fewshot_average_recomputes(method, printed):
@@ -162,26 +154,26 @@ def test_skipped_records_listed_with_reasons(runs):
 def test_fewshot_mean_std_paper_diff(report):
     df = report.fewshot
     assert list(df.columns[:6]) == ["method", "dataset", "shots", "mean", "std", "n_seeds"]
-    r = _row(df, model=M2B, method="nothink", dataset="dtd")
+    r = one_row(df, model=M2B, method="nothink", dataset="dtd")
     assert (r["mean"], r["std"], r["n_seeds"], r["shots"]) == (72.0, 2.0, 3, 4)  # duplicate (10.0) excluded
     assert r["mean_strict"] == 70.0
     assert r["paper"] == 73.52 and r["diff"] == pytest.approx(-1.52)
-    r = _row(df, model=M2B, method="nothink", dataset="eurosat")
+    r = one_row(df, model=M2B, method="nothink", dataset="eurosat")
     assert r["mean"] == 60.0 and math.isnan(r["std"]) and r["n_seeds"] == 1
     assert r["paper"] == 58.02 and r["diff"] == pytest.approx(1.98)
-    r = _row(df, model=M2B, method="zeroshot", dataset="dtd")  # zero-shot matches the paper at any shots
+    r = one_row(df, model=M2B, method="zeroshot", dataset="dtd")  # zero-shot matches the paper at any shots
     assert (r["mean"], r["n_seeds"], r["paper"]) == (52.0, 2, 54.79)
-    r = _row(df, model=M2B, method="clsrl", dataset="dtd")
+    r = one_row(df, model=M2B, method="clsrl", dataset="dtd")
     assert (r["mean"], r["paper"]) == (65.0, 69.92)
 
 
 def test_fewshot_average_rows(report):
     df = report.fewshot
-    r = _row(df, model=M2B, method="nothink", dataset="Average")
+    r = one_row(df, model=M2B, method="nothink", dataset="Average")
     assert r["mean"] == 66.0 and r["n_datasets"] == 2 and r["mean_strict"] == 64.5
     assert r["paper"] == pytest.approx((73.52 + 58.02) / 2)  # paper over the same datasets: like for like
     assert r["diff"] == pytest.approx(66.0 - 65.77)
-    r = _row(df, model=M2B, method="zeroshot", dataset="Average")
+    r = one_row(df, model=M2B, method="zeroshot", dataset="Average")
     assert r["mean"] == 46.0 and r["n_datasets"] == 2
 
 
@@ -191,7 +183,7 @@ def test_fewshot_order_unknown_names_and_no_paper(report):
         ("nothink", "dtd"), ("nothink", "synthetic-colors"), ("nothink", "synthetic-shapes"), ("nothink", "Average"),
         ("mystery", "synthetic-shapes"), ("mystery", "Average")]
     assert tiny["paper"].isna().all()
-    assert _row(tiny, method="nothink", dataset="Average")["mean"] == 50.0
+    assert one_row(tiny, method="nothink", dataset="Average")["mean"] == 50.0
     m2b = report.fewshot[report.fewshot["model"] == M2B]
     assert list(dict.fromkeys(m2b["method"])) == ["zeroshot", "clsrl", "nothink"]
 
@@ -199,12 +191,12 @@ def test_fewshot_order_unknown_names_and_no_paper(report):
 def test_base2new_average_is_h_of_means(report):
     df = report.base2new
     assert list(df.columns[:5]) == ["method", "dataset", "base", "new", "H"]
-    r = _row(df, method="nothink", dataset="dtd")
+    r = one_row(df, method="nothink", dataset="dtd")
     assert (r["base"], r["new"], r["H"], r["n_seeds"]) == (90.0, 10.0, 18.0, 2)
     assert (r["paper_base"], r["paper_new"], r["paper_H"]) == (77.42, 70.37, 73.72)
-    r = _row(df, method="nothink", dataset="eurosat")
+    r = one_row(df, method="nothink", dataset="eurosat")
     assert r["H"] == 18.0
-    avg = _row(df, method="nothink", dataset="Average")
+    avg = one_row(df, method="nothink", dataset="Average")
     assert (avg["base"], avg["new"], avg["H"], avg["n_datasets"]) == (50.0, 50.0, 50.0, 2)  # not mean of H (18)
     pb, pn = (77.42 + 66.43) / 2, (70.37 + 74.13) / 2
     assert avg["paper_base"] == pytest.approx(pb) and avg["paper_H"] == pytest.approx(harmonic(pb, pn))
@@ -229,24 +221,24 @@ def test_transfer_matrix_minus_zeroshot(report):
 
 def test_cost_table(report):
     df = report.cost
-    r = _row(df, model=M2B, method="nothink", dataset="dtd", setting="fewshot")
+    r = one_row(df, model=M2B, method="nothink", dataset="dtd", setting="fewshot")
     assert (r["wall_s"], r["wall_min"], r["steps"], r["n_seeds"]) == (6000.0, 100.0, 600.0, 3)
     assert r["mean_completion_tokens"] == pytest.approx(6.2)
-    z = _row(df, model=M2B, method="zeroshot", dataset="dtd")
+    z = one_row(df, model=M2B, method="zeroshot", dataset="dtd")
     assert z[["wall_s", "wall_min", "steps", "mean_completion_tokens"]].isna().all()
 
 
 def test_curves_and_think_vs_nothink(report):
     c = report.curves
     assert len(c) == 4 and set(c["method"]) == {"clsrl", "nothink"}
-    assert _row(c, method="clsrl", step=10)["accuracy"] == 60.0
+    assert one_row(c, method="clsrl", step=10)["accuracy"] == 60.0
     tvn = report.think_vs_nothink
-    r = _row(tvn, method="clsrl", dataset="dtd", setting="fewshot")
+    r = one_row(tvn, method="clsrl", dataset="dtd", setting="fewshot")
     assert (r["accuracy"], r["wall_min"], r["mean_completion_tokens"]) == (65.0, 200.0, 250.0)
-    r = _row(tvn, method="nothink", dataset="dtd", setting="fewshot")
+    r = one_row(tvn, method="nothink", dataset="dtd", setting="fewshot")
     assert (r["accuracy"], r["wall_min"]) == (72.0, 100.0)
     assert set(tvn["dataset"]) == {"dtd", "eurosat", "Average"}
-    assert _row(tvn, method="nothink", dataset="Average")["accuracy"] == 66.0
+    assert one_row(tvn, method="nothink", dataset="Average")["accuracy"] == 66.0
 
 
 # ------------------------------------------------------------------------------------------------ CLI and files
@@ -264,10 +256,10 @@ def test_cli_writes_all_files(cli_out):
 def test_cli_csv_contents(cli_out):
     fs = pd.read_csv(cli_out / "fewshot.csv")
     assert list(fs.columns) == tables.FEWSHOT_COLUMNS
-    r = _row(fs, model=M2B, method="nothink", dataset="dtd")
+    r = one_row(fs, model=M2B, method="nothink", dataset="dtd")
     assert (r["mean"], r["std"], r["paper"]) == (72.0, 2.0, 73.52)
-    assert math.isnan(_row(fs, model=M2B, method="nothink", dataset="eurosat")["std"])  # empty cell for one seed
-    assert _row(pd.read_csv(cli_out / "base2new.csv"), method="nothink", dataset="Average")["H"] == 50.0
+    assert math.isnan(one_row(fs, model=M2B, method="nothink", dataset="eurosat")["std"])  # empty cell for one seed
+    assert one_row(pd.read_csv(cli_out / "base2new.csv"), method="nothink", dataset="Average")["H"] == 50.0
     tr = pd.read_csv(cli_out / "transfer_clsrl.csv", index_col=0)
     assert tr.loc["dtd", "AVG"] == 10.0 and tr.loc["eurosat", "dtd"] == 0.0
     paper_tr = pd.read_csv(cli_out / "transfer_clsrl_paper.csv", index_col=0)
@@ -326,10 +318,10 @@ def test_full_paper_grid_uses_printed_averages():
 
     recs = [rec(ds, "fewshot", [("test", paper.FEWSHOT["nothink"][ds])]) for ds in paper.DATASETS]
     recs += [rec(ds, "base2new", [("base", b), ("new", n)]) for ds, (b, n, _) in paper.BASE2NEW["nothink"].items()]
-    fs = _row(tables.fewshot_table(recs), dataset="Average")
+    fs = one_row(tables.fewshot_table(recs), dataset="Average")
     assert fs["paper"] == 84.39 and fs["n_datasets"] == 11 and abs(fs["diff"]) < 0.01
     assert list(tables.fewshot_table(recs)["dataset"][:11]) == list(paper.DATASETS)
-    b2n = _row(tables.base2new_table(recs), dataset="Average")
+    b2n = one_row(tables.base2new_table(recs), dataset="Average")
     assert (b2n["paper_base"], b2n["paper_new"], b2n["paper_H"]) == (83.42, 81.88, 82.64)
     assert abs(b2n["base"] - 83.42) < 0.01 and abs(b2n["H"] - 82.64) < 0.01
 

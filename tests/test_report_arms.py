@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import one_row
 
 from clsrl_exp.report import build_report, paper, tables
 from clsrl_exp.report.__main__ import main
@@ -109,15 +110,6 @@ def out(runs, tmp_path_factory) -> Path:
     return path
 
 
-def _row(df: pd.DataFrame, **where) -> pd.Series:
-    mask = pd.Series(True, index=df.index)
-    for key, value in where.items():
-        mask &= df[key] == value
-    sub = df[mask]
-    assert len(sub) == 1, (where, sub)
-    return sub.iloc[0]
-
-
 # ------------------------------------------------------------------------------------------------ paper data
 def test_paper_7b_and_open_averages_recompute():
     for method, printed in paper.FEWSHOT_7B_AVERAGE.items():
@@ -132,29 +124,29 @@ def test_paper_7b_and_open_averages_recompute():
 # ------------------------------------------------------------------------------------------------ Tables 7/12
 def test_7b_rows_sit_beside_tables_7_12(report):
     fs = report.fewshot
-    r = _row(fs, model=M7B, method="think-after-answer", dataset="eurosat")
+    r = one_row(fs, model=M7B, method="think-after-answer", dataset="eurosat")
     assert (r["mean"], r["paper"]) == (63.95, 62.95) and r["diff"] == pytest.approx(1.0)
-    avg = _row(fs, model=M7B, method="think-after-answer", dataset="Average")
+    avg = one_row(fs, model=M7B, method="think-after-answer", dataset="Average")
     assert avg["paper"] == 80.85 and avg["n_datasets"] == 4 and avg["mean"] == pytest.approx(81.85)
-    assert _row(fs, model=M7B, method="clsrl", dataset="Average")["paper"] == 77.29  # the printed one
-    partial = _row(fs, model=M7B, method="adaptive", dataset="Average")  # two datasets: the paper's mean over them
+    assert one_row(fs, model=M7B, method="clsrl", dataset="Average")["paper"] == 77.29  # the printed one
+    partial = one_row(fs, model=M7B, method="adaptive", dataset="Average")  # two datasets: the paper's mean over them
     assert partial["paper"] == pytest.approx((79.60 + 56.62) / 2) and partial["diff"] == pytest.approx(0.0)
     wide = tables.fewshot_wide(fs, M7B, 4)
     order = list(wide["method"])
     assert order.index("clsrl") < order.index("think-after-answer") < order.index("nothink") < order.index(
         "adaptive")  # clsrl_exp.report.paper.METHODS order
-    assert _row(wide, method="think-after-answer (paper)")["stanford_cars"] == 89.32
+    assert one_row(wide, method="think-after-answer (paper)")["stanford_cars"] == 89.32
 
 
 # ------------------------------------------------------------------------------------------------ Table 11
 def test_open_set_table_beside_table_11(report):
     op = report.open
     assert set(op["model"]) == {M2B} and "imagenet" in set(op["dataset"])
-    zs = _row(op, method="zeroshot", dataset="Average")
+    zs = one_row(op, method="zeroshot", dataset="Average")
     assert zs["paper"] == 52.63 and zs["mean"] == pytest.approx(52.632) and zs["n_datasets"] == 5
-    r = _row(op, method="clsrl", dataset="imagenet")
+    r = one_row(op, method="clsrl", dataset="imagenet")
     assert (r["mean"], r["paper"]) == (60.0, 54.84) and r["diff"] == pytest.approx(5.16)
-    avg = _row(op, method="clsrl", dataset="Average")  # imagenet + flowers: the paper's mean over those two
+    avg = one_row(op, method="clsrl", dataset="Average")  # imagenet + flowers: the paper's mean over those two
     assert avg["mean"] == 55.0 and avg["paper"] == pytest.approx((54.84 + 67.64) / 2)
     assert "open" not in set(report.fewshot.get("setting", pd.Series(dtype=str)))  # never in the few-shot table
     assert not ((report.fewshot["model"] == M2B) & (report.fewshot["dataset"] == "imagenet")).any()
@@ -163,30 +155,30 @@ def test_open_set_table_beside_table_11(report):
 # ------------------------------------------------------------------------------------------------ variants
 def test_cross_prompt_and_empty_think_are_rows_of_their_own(report):
     fs = report.fewshot
-    own = _row(fs, model=M2B, method="clsrl", dataset="dtd")
+    own = one_row(fs, model=M2B, method="clsrl", dataset="dtd")
     assert (own["mean"], own["n_seeds"], own["paper"]) == (70.0, 2, 69.92)
     assert own["std"] == pytest.approx(math.sqrt(200))
-    cross = _row(fs, model=M2B, method="clsrl [nothink]", dataset="dtd")
-    empty = _row(fs, model=M2B, method="clsrl [empty-think]", dataset="dtd")
+    cross = one_row(fs, model=M2B, method="clsrl [nothink]", dataset="dtd")
+    empty = one_row(fs, model=M2B, method="clsrl [empty-think]", dataset="dtd")
     assert (cross["mean"], cross["n_seeds"], empty["mean"], empty["n_seeds"]) == (72.0, 1, 50.0, 1)
     assert math.isnan(cross["paper"]) and math.isnan(empty["paper"])  # never compared with the paper
-    assert _row(fs, model=M2B, method="nothink", dataset="dtd")["mean"] == 75.0  # not mixed with clsrl [nothink]
+    assert one_row(fs, model=M2B, method="nothink", dataset="dtd")["mean"] == 75.0  # not mixed with clsrl [nothink]
 
 
 # ------------------------------------------------------------------------------------------------ consistency
 def test_consistency_table_hand_computed(report):
     c = report.consistency
-    own = _row(c, method="clsrl", dataset="dtd")
+    own = one_row(c, method="clsrl", dataset="dtd")
     # seed 1: agree (right), agree (wrong), disagree (right), no class (wrong), disagree (right); seed 2: agree
     assert (own["n_seeds"], own["n_think"], own["n_unanalysed"]) == (2, 6, 1)
     assert (own["n_agree"], own["n_disagree"], own["n_no_class"]) == (3, 2, 1)
     assert (own["agree"], own["disagree"], own["no_class"]) == pytest.approx((50.0, 100 / 3, 100 / 6))
     assert (own["acc_agree"], own["acc_disagree"], own["acc_no_class"]) == pytest.approx((200 / 3, 100.0, 0.0))
     assert own["acc_think"] == pytest.approx(400 / 6)
-    empty = _row(c, method="clsrl [empty-think]", dataset="dtd")
+    empty = one_row(c, method="clsrl [empty-think]", dataset="dtd")
     assert (empty["n_think"], empty["n_agree"], empty["n_no_class"], empty["n_disagree"]) == (2, 1, 1, 0)
     assert (empty["acc_agree"], empty["acc_no_class"]) == (0.0, 100.0) and math.isnan(empty["acc_disagree"])
-    op = _row(c, method="clsrl", dataset="oxford_flowers")  # open-set: the eval's classes are the options
+    op = one_row(c, method="clsrl", dataset="oxford_flowers")  # open-set: the eval's classes are the options
     assert (op["setting"], op["n_think"], op["agree"], op["disagree"]) == ("open", 2, 50.0, 50.0)
     assert (op["acc_agree"], op["acc_disagree"]) == (100.0, 0.0)
     assert set(c["method"]) == {"clsrl", "clsrl [empty-think]"}  # no think block: no row (nothink, cross-prompt)
@@ -199,7 +191,7 @@ def test_report_files_and_sections(out):
         "no_class", "acc_agree", "acc_disagree", "acc_no_class", "acc_think", "n_agree", "n_disagree", "n_no_class",
         "n_unanalysed"]
     op = pd.read_csv(out / "open.csv")
-    assert _row(op, method="zeroshot", dataset="Average")["paper"] == 52.63
+    assert one_row(op, method="zeroshot", dataset="Average")["paper"] == 52.63
     md = (out / "report.md").read_text()
     for text in ["## Open-set few-shot accuracy (%)", "qwen2vl-2b, 4-shot (ours vs paper, v6 Table 11)",
                  "qwen2vl-7b, 4-shot (ours vs paper, v6 Tables 7/12)", "qwen2vl-2b, 4-shot (ours vs paper, v6 Table 5)",
