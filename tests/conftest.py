@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import TINY, run_config
+from helpers import TINY, require, run_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -53,16 +53,6 @@ def shared(session_root, tiny_path) -> list[str]:
     return [f"paths.cache={run.paths.cache}", f"data.root={run.data.root}"]
 
 
-def _require(reason: str | None) -> None:
-    """Tests marked `distributed` / `slurm` run in CI, never skipped there: under CI=true a missing prerequisite
-    fails with its reason; elsewhere it skips."""
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"prerequisite missing in CI: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def slurm_cluster() -> str:
     """The local one-node Slurm cluster (`bash .ci/slurm.sh start`); returns its default partition."""
@@ -78,7 +68,7 @@ def slurm_cluster() -> str:
         reason = "no local Slurm cluster: run `bash .ci/slurm.sh install && bash .ci/slurm.sh start` (.ci/run does)"
     elif not sacct or "clsrl-slurm sacct stand-in" not in open(sacct, errors="replace").read():
         reason = f"`sacct` on PATH is {sacct}, not the stand-in .ci/slurm.sh installs in /usr/local/bin"
-    _require(reason)
+    require(reason)
     for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):  # would reach every task
         os.environ.pop(key, None)
     return "debug"
@@ -90,5 +80,5 @@ def torchrun() -> str:
     import sys
 
     path = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    _require(None if path else "torchrun is not installed beside this Python")
+    require(None if path else "torchrun is not installed beside this Python")
     return path

@@ -63,3 +63,15 @@ def one_row(df, **where):
     sub = df[mask]
     assert len(sub) == 1, (where, sub)
     return sub.iloc[0]
+
+
+def require(reason: str | None) -> None:
+    """A test whose prerequisite is missing (`reason` says which and how to get it) fails under CI=true, where
+    `.ci/run` installs every prerequisite, so a skip there would prove nothing; elsewhere it skips."""
+    import pytest
+
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"prerequisite missing in CI: {reason}")
+    pytest.skip(reason)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import require
 from PIL import Image
 
 from clsrl_exp.config import dataset_config
@@ -96,8 +97,8 @@ def test_missing_and_malformed_source(tmp_path, capsys):
     assert not (tmp_path / "d" / "fashion_mnist").exists()
 
 
-@pytest.mark.skipif(not REAL.exists(), reason="Debian package dataset-fashion-mnist not installed")
 def test_real_fashion_mnist(tmp_path):
+    require(None if REAL.exists() else f"no {REAL}: apt-get install dataset-fashion-mnist (done by .ci/run)")
     prepare_fashion_mnist(tmp_path, REAL, size=56, train_per_class=30, test_per_class=10)
     s = load_splits(dataset_config("fashion-mnist"), tmp_path)
     assert (len(s.train), len(s.test)) == (300, 100)

@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import cli
+from helpers import cli, require
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SOURCE.exists(), reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
 def test_zero_shot_on_a_few_hundred_real_images(tmp_path):
+    require(None if SOURCE.exists() else f"no {SOURCE}: apt-get install dataset-fashion-mnist (done by .ci/run)")
     data = tmp_path / "data"
     p = cli(["fashion-mnist", "--root", str(data), "--train-per-class", "4", "--test-per-class", "30"],
             module="clsrl_exp.data.prepare")
