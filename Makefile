@@ -14,7 +14,7 @@ OUT ?= outputs/report
 SWEEP ?= smoke
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint report bench bench-learning bench-gpu sweep clean
+.PHONY: setup demo test lint report bench bench-learning bench-ranks bench-gpu sweep clean
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -45,6 +45,9 @@ bench: setup                       ## CPU: eval items/s at two batch sizes + GRP
 
 bench-learning: setup              ## 3 seeds x {No-Thinking, CLS-RL} + a shuffled-label control per arm (~10 min)
 	$(PY) -m clsrl_exp.bench.learning
+
+bench-ranks: setup                 ## CPU: one eval set scored by 1 vs 2 ranks (torchrun, gloo): wall time, same predictions
+	$(PY) -m clsrl_exp.bench.ranks
 
 bench-gpu: setup                   ## paper-scale GRPO step + eval throughput on one GPU (Qwen2-VL-2B shapes, random weights)
 	$(PY) -m clsrl_exp.bench

@@ -64,3 +64,13 @@ def test_bench_images_compares_both_paths_on_the_same_steps(tmp_path, capsys):
     assert g["cache"]["computed"] == 4 and g["cache"]["held"] == 4 + 2  # + the 2 warm-up images
     assert out["eval"]["images"] == 4 and out["eval"]["ms_per_image"] > 0
     assert "image work (decode + image processor)" in capsys.readouterr().out
+
+
+@pytest.mark.distributed
+def test_bench_ranks_scores_the_same_items_with_one_and_two_ranks(torchrun, tmp_path):
+    p = cli(["--out", str(tmp_path), "--batch-size", "8", "eval.limit=32"], module="clsrl_exp.bench.ranks")
+    assert p.returncode == 0, p.tail
+    rows = json.loads((tmp_path / "ranks.json").read_text())
+    assert [r["ranks"] for r in rows] == [1, 2]
+    assert all(r["items"] == 32 and r["eval_s"] > 0 and r["identical_to_first"] for r in rows), rows
+    assert "predictions = first row's" in p.stdout
