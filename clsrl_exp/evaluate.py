@@ -251,8 +251,13 @@ def evaluate_tasks(run, backend, model, processor, tasks: list[EvalTask], thash:
     try:
         with shared:
             barrier(world)  # every rank starts once rank 0 holds the shared log
+            # one snapshot of what is done, read by every rank before any rank appends: the ranks must split the
+            # same remaining items into the same shards (a rank that read later would see another's new lines,
+            # shard a shorter list and leave items to nobody)
+            done = PredictionLog(pred_path)
+            barrier(world)
             for t in tasks:
-                news[t.eval_hash], walls[t.eval_hash] = generate_set(generator, processor, t, PredictionLog(pred_path),
+                news[t.eval_hash], walls[t.eval_hash] = generate_set(generator, processor, t, done,
                                                        image_size=run.model.image_size,
                                                        batch_size=run.eval.batch_size, limit=run.eval.limit,
                                                        shard=(rank, world))

@@ -228,6 +228,28 @@ def test_eval_prompt_train_feeds_the_training_text_to_the_model(tiny, tmp_path):
         assert len(seen) == 2 and all(suffix in t for t in seen), seen
 
 
+def test_worker_chunks_keep_the_callers_batches_unreadable_items_included(tiny, tmp_path):
+    """With preprocessing workers (the GPU path) a generation batch is exactly a run of `batch_size` items as the
+    caller cut them (sharded evaluation deals whole batches to ranks): 20 items, batch 6 -> 6, 6, 6, 2, even when
+    an image in the first batch cannot be read."""
+    from dataclasses import replace
+
+    from clsrl_exp.data import eval_sets
+    from clsrl_exp.evaluate import chat_texts
+
+    run, model, processor = tiny
+    (test,) = eval_sets(run, run.dataset)
+    examples = list(test.examples[:20])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    examples[2] = replace(examples[2], image_path=str(broken))
+    texts = chat_texts(processor, examples, eval_prompt(run.method, test.split, "eval"), test.question)
+    g = HFGenerator(model=model, processor=processor, max_new_tokens=1, greedy=True, num_workers=1)
+    items = list(zip(examples, texts, strict=True))
+    sizes = [(len(exs), len(bad)) for exs, _, bad in g.batches(items, run.model.image_size, 6)]
+    assert sizes == [(5, 1), (6, 0), (6, 0), (2, 0)]
+
+
 # ------------------------------------------------------------------------------------------------- free lunch
 FL_COMMON = [*TINY, "shots=4", "debug=fast"]
 

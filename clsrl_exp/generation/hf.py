@@ -83,11 +83,14 @@ class HFGenerator(Generator):
         return batch
 
     def batches(self, items, image_size, batch_size):
-        """Yield (examples, inputs, unreadable) per generation batch. Workers prepare chunks of up to 16 items in
-        parallel (one worker per whole batch of 256 would serialise preprocessing) while the GPU generates."""
+        """Yield (examples, inputs, unreadable) per generation batch: consecutive runs of `batch_size` items, as the
+        caller cut them (`evaluate.shard_items` relies on it). Workers prepare chunks of up to 16 items in parallel
+        (one worker per whole batch of 256 would serialise preprocessing) while the GPU generates; a chunk size that
+        divides the batch keeps every batch's boundary on a chunk's."""
         from torch.utils.data import DataLoader
 
-        chunk = max(1, min(16, batch_size)) if self.num_workers else batch_size
+        chunk = max(d for d in range(1, min(16, batch_size) + 1) if batch_size % d == 0) if self.num_workers \
+            else batch_size
         loader = DataLoader(_Items(items, image_size), batch_size=chunk, shuffle=False,
                             num_workers=self.num_workers, collate_fn=self._collate,
                             prefetch_factor=max(2, 2 * batch_size // chunk // max(self.num_workers, 1))
@@ -98,8 +101,8 @@ class HFGenerator(Generator):
             if inputs is not None:
                 exs += chunk_exs
                 parts.append(inputs)
-            if len(exs) >= batch_size:
-                yield exs, self._merge(parts), bad
+            if len(exs) + len(bad) >= batch_size:  # unreadable items count: they were part of the batch
+                yield exs, self._merge(parts) if parts else None, bad
                 exs, parts, bad = [], [], []
         if exs or bad:
             yield exs, self._merge(parts) if parts else None, bad

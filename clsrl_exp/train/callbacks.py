@@ -9,15 +9,19 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from clsrl_exp.fileio import atomic_write_json, atomic_write_text, read_json
+
 log = logging.getLogger(__name__)
 
 
 class WallClock(TrainerCallback):
-    """Training wall time, saved beside each checkpoint so a resumed run adds to what was spent before."""
+    """Training wall time, saved (by rank 0, atomically) beside each checkpoint so a resumed run adds to what was
+    spent before; an unreadable file counts as nothing spent."""
 
     def __init__(self, state_file: Path):
         self.state_file = Path(state_file)
-        self.before = json.loads(self.state_file.read_text())["wall_s"] if self.state_file.exists() else 0.0
+        saved = read_json(self.state_file)
+        self.before = float(saved.get("wall_s", 0.0)) if isinstance(saved, dict) else 0.0
         self.t0 = None
 
     @property
@@ -28,7 +32,8 @@ class WallClock(TrainerCallback):
         self.t0 = time.perf_counter()
 
     def on_save(self, args, state, control, **kw):
-        self.state_file.write_text(json.dumps({"wall_s": self.wall_s, "step": state.global_step}))
+        if state.is_world_process_zero:
+            atomic_write_json(self.state_file, {"wall_s": self.wall_s, "step": state.global_step})
 
 
 COMPLETE = ".complete"  # written into a checkpoint folder once the trainer has finished saving it
@@ -71,8 +76,8 @@ class StopOnSignal(TrainerCallback):
 
 class LogHistory(TrainerCallback):
     """Every log entry (loss, rewards, KL, lengths per logged step) appended to a JSONL file on rank 0, so a flat
-    reward curve is visible without a tracker. On resume, entries after the resumed checkpoint's step are dropped
-    first (they are logged again)."""
+    reward curve is visible without a tracker. On resume, entries after the resumed checkpoint's step (and a line
+    torn by a kill) are dropped first: they are logged again."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -80,9 +85,14 @@ class LogHistory(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         if not state.is_world_process_zero or not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= state.global_step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        keep = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= state.global_step:
+                    keep.append(line)
+            except (ValueError, AttributeError):
+                continue
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs:
@@ -99,10 +109,10 @@ class AccuracyCurve(TrainerCallback):
     global generator, which TRL's sampling also uses): with or without a curve, training makes the same steps.
     """
 
-    def __init__(self, evaluate_fn, every: int, points: list | None = None, state_file: Path | None = None):
+    def __init__(self, evaluate_fn, every: int, state_file: Path | None = None):
         self.evaluate_fn, self.every, self.state_file = evaluate_fn, every, state_file
-        saved = json.loads(state_file.read_text()) if state_file is not None and state_file.exists() else []
-        self.points: list[dict] = points if points is not None else saved  # a resumed run keeps its earlier points
+        saved = read_json(state_file) if state_file is not None else None
+        self.points: list[dict] = saved if isinstance(saved, list) else []  # a resumed run keeps its earlier points
 
     def _measure(self, step: int, model) -> None:
         if any(p["step"] == step for p in self.points):
@@ -122,7 +132,7 @@ class AccuracyCurve(TrainerCallback):
             self.points.append({"step": step, **point})
             log.info("curve step %d: %s/%s accuracy %.1f", step, point["dataset"], point["split"], point["accuracy"])
         if self.state_file is not None:
-            self.state_file.write_text(json.dumps(self.points))
+            atomic_write_json(self.state_file, self.points)
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         self._measure(state.global_step, model)
