@@ -42,7 +42,7 @@ def _cell(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
 def task(cfg: DictConfig) -> dict:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = _run_dir(cfg)
     try:
         return _cell(cfg)
     except CellBusy as e:  # another process owns the cell and its record: touch nothing
@@ -55,7 +55,7 @@ def task(cfg: DictConfig) -> dict:
         from clsrl_exp import runtime
         from clsrl_exp.schema import mark
 
-        if (run_dir / RESULT_FILE).exists():
+        if (run_dir / RESULT_FILE).exists() and _main_rank():
             mark(run_dir, "interrupted", str(e))
         print(f"error: {e}", file=sys.stderr)
         runtime.forward_stop(e.signum)  # e.g. submitit's handler: requeue the Slurm job (and exit)
@@ -69,9 +69,24 @@ def task(cfg: DictConfig) -> dict:
         return _failed(run_dir, f"{type(e).__name__}: {e}")
     except Exception as e:  # noqa: BLE001 - in a sweep one cell's crash must not stop the others
         if not multirun:
+            _failed(run_dir, f"{type(e).__name__}: {e}", create=False)  # the record says failed, error.txt why
             raise
         log.exception("cell failed")
         return _failed(run_dir, f"{type(e).__name__}: {e}")
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    """The cell's run directory (Hydra's output dir is it unless hydra.run.dir / hydra.sweep.dir were overridden)."""
+    try:
+        return Path(str(cfg.run_dir))
+    except Exception:  # noqa: BLE001 - an invalid config: its error is reported by the caller
+        return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _main_rank() -> bool:
+    from clsrl_exp.runtime import env_rank
+
+    return env_rank() == 0
 
 
 def _failed(run_dir: Path, message: str, create: bool = True) -> dict:
@@ -84,7 +99,7 @@ def _failed(run_dir: Path, message: str, create: bool = True) -> dict:
     from clsrl_exp.schema import ERROR_FILE, mark, read_raw
 
     exists = (run_dir / RESULT_FILE).exists()
-    if (create or exists) and (read_raw(run_dir) or {}).get("status") != "complete":
+    if _main_rank() and (create or exists) and (read_raw(run_dir) or {}).get("status") != "complete":
         atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
         mark(run_dir, "failed", message)
     return {"cell": "failed", "run_dir": str(run_dir), "error": message}

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clsrl_exp.fileio import append_jsonl
 from clsrl_exp.prompts import PromptSpec, render_chat
 from clsrl_exp.rewards import lenient_match, strict_match
 from clsrl_exp.runtime import check_stop
@@ -91,23 +91,8 @@ class PredictionLog:
         return {k[1]: r for k, r in self.rows.items() if len(k) == 2 and k[0] == eval_hash and "skipped" in r}
 
     def append(self, rows: list[dict]) -> None:
-        """Append whole lines under an exclusive lock (several ranks share one log); a line torn by a writer that
-        died is closed first, so it stays one unreadable line instead of spoiling the next."""
-        import fcntl
-
-        with open(self.path, "ab+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                fh.seek(0, os.SEEK_END)
-                head = b""
-                if fh.tell():
-                    fh.seek(-1, os.SEEK_END)
-                    head = b"" if fh.read(1) == b"\n" else b"\n"
-                fh.write(head + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """Append whole lines (locked and fsynced: several ranks share one log; `fileio.append_jsonl`)."""
+        append_jsonl(self.path, rows)
         for r in rows:
             self.rows[self.key(r)] = r
 

@@ -62,6 +62,53 @@ def read_json(path: str | os.PathLike) -> Any | None:
         return None
 
 
+def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append whole JSON lines under an exclusive lock (several processes share the file) and fsync; a line torn by a
+    writer that died is closed first, so it stays one unreadable line instead of spoiling the next.
+
+    >>> import tempfile; p = Path(tempfile.mkdtemp()) / "log.jsonl"
+    >>> _ = p.write_text('{"a": 1}\\n{"a": '); append_jsonl(p, [{"a": 2}]); read_jsonl(p)
+    ([{'a': 1}, {'a': 2}], 1)
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fh.seek(0, os.SEEK_END)
+            head = b""
+            if fh.tell():
+                fh.seek(-1, os.SEEK_END)
+                head = b"" if fh.read(1) == b"\n" else b"\n"
+            fh.write(head + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_jsonl(path: str | os.PathLike) -> tuple[list[dict], int]:
+    """(the readable JSON-object lines of a file, how many lines were not): an absent file is ([], 0)."""
+    try:
+        text = Path(path).read_bytes().decode(errors="replace")
+    except FileNotFoundError:
+        return [], 0
+    rows, bad = [], 0
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                bad += 1
+    return rows, bad
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive `flock` on `path` (created if needed) for the `with` block; blocks until it is free.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
@@ -31,12 +30,10 @@ class _CollectAll:
     def launch(self, job_overrides, initial_job_idx):
         import submitit
 
-        self._jobs: list[Any] = []
         original = submitit.AutoExecutor.map_array
 
         def map_array(executor, fn, *iterables):  # keep the jobs instead of letting launch() collect them
             jobs = original(executor, fn, *iterables)
-            self._jobs = list(jobs)
             return [_Deferred(j) for j in jobs]
 
         submitit.AutoExecutor.map_array = map_array
@@ -60,14 +57,16 @@ class _CollectAll:
         message = f"job {job.job_id} died without returning ({type(error).__name__}: {reason})"[:500]
         run_dir = self._run_dir(overrides)
         record = read_raw(run_dir) if run_dir is not None else None
-        if record is not None and record.get("status") != "complete":  # a finished cell that died on exit stays
+        # a cell that finished its record and died on exit is done (its result stands); any other is failed
+        status = "done" if record is not None and record.get("status") == "complete" else "failed"
+        if status == "failed" and record is not None:
             mark(run_dir, "failed", message)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        append_ledger(sweep_dir / LEDGER, {"status": "failed", "run_dir": str(run_dir), "overrides": overrides,
+        append_ledger(sweep_dir / LEDGER, {"status": status, "run_dir": str(run_dir), "overrides": overrides,
                                            "error": message, "log": str(job.paths.stderr)})
         log.error("cell %s: %s; log: %s", " ".join(overrides), message, job.paths.stderr)
         ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
-        ret.return_value = {"cell": "failed", "run_dir": str(run_dir), "error": message}
+        ret.return_value = {"cell": status, "run_dir": str(run_dir), "error": message}
         return ret
 
     def _run_dir(self, overrides: list[str]) -> Path | None:

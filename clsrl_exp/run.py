@@ -119,12 +119,14 @@ def _run_cell(run: RunConfig, container: dict, cs) -> dict:
         record.rollout = rollout.name if rollout is not None else None
         if device.world_size > 1:  # every rank evaluates a shard, from the checkpoint rank 0 saved
             runtime.barrier(device.world_size)
-            model = runtime.release_model(model)
+            model = None
+            runtime.free_accelerator_memory()
     record.model_path = model_path
 
     # evaluate what is missing, append to the record
     if not backend.needs_model:
-        model = runtime.release_model(model)  # e.g. vLLM needs the GPU memory the trainer held
+        model = None  # e.g. vLLM needs the GPU memory the trainer held
+        runtime.free_accelerator_memory()
     elif model is None and tasks:
         model = models.load_model(model_path, run.model, device.cuda)
     entries = evaluate_tasks(run, backend, model, processor, tasks, thash, device, model_path)

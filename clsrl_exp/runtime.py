@@ -44,6 +44,12 @@ class Device:
 
 
 # ----------------------------------------------------------------------------------------------------- ranks
+def env_rank() -> int:
+    """This process's global rank from its launcher's environment, before any process group exists: RANK (torchrun,
+    accelerate), else SLURM_PROCID (Slurm tasks), else 0."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
 def launch_ranks() -> tuple[int, int]:
     """(rank, world size) of this process, as its launcher set them: torchrun and `accelerate launch` export RANK and
     WORLD_SIZE; Slurm tasks (srun, submitit with `tasks_per_node` > 1) give SLURM_PROCID / SLURM_NTASKS, exported here
@@ -168,12 +174,11 @@ def preprocessing_workers(device: Device) -> int:
     return min(8, max(0, (os.cpu_count() or 1) - 2)) if device.cuda else 0
 
 
-def release_model(model) -> None:
-    """Drop a model and give its GPU memory back (before another engine, e.g. vLLM, needs it). Returns None so
-    callers write `model = release_model(model)`."""
+def free_accelerator_memory() -> None:
+    """Collect dropped objects and give cached GPU memory back (before another engine, e.g. vLLM, needs it). The
+    caller drops its own references first (`model = None`): a reference passed in here would keep the model alive."""
     import gc
 
-    del model
     gc.collect()
     try:
         import torch
@@ -182,7 +187,6 @@ def release_model(model) -> None:
             torch.cuda.empty_cache()
     except ImportError:
         pass
-    return None
 
 
 # ----------------------------------------------------------------------------------------------------- signals

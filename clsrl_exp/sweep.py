@@ -13,10 +13,7 @@ non-zero if any cell failed. Under `accelerate launch` every rank runs the sweep
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from clsrl_exp.fileio import append_jsonl, atomic_write_json, read_jsonl
+
 log = logging.getLogger(__name__)
 LEDGER = "cells.jsonl"
 SUMMARY = "summary.json"
@@ -33,17 +32,15 @@ STATUSES = ("done", "skipped", "failed")
 
 
 def _is_main_rank() -> bool:
-    """Rank 0 of a torchrun/accelerate launch (or no launcher at all)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    """Rank 0 of a torchrun/accelerate launch or of a cell's Slurm tasks (or no launcher at all)."""
+    from clsrl_exp.runtime import env_rank
+
+    return env_rank() == 0
 
 
 def append_ledger(path: Path, row: dict) -> None:
     """Append one cell's line to the sweep ledger (locked: cells end in parallel processes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.write(json.dumps(row) + "\n")
-        fh.flush()
+    append_jsonl(path, [row])
 
 
 def _cell_status(job_return: Any) -> tuple[str, str | None]:
@@ -87,13 +84,15 @@ class CellSummary(Callback):
 
 def summarize(sweep_dir: Path) -> dict:
     """Count the ledger of the last invocation and write `<sweep dir>/summary.json`."""
-    ledger = sweep_dir / LEDGER
-    rows = [json.loads(x) for x in ledger.read_text().splitlines() if x.strip()] if ledger.exists() else []
+    lines, bad = read_jsonl(sweep_dir / LEDGER)
+    if bad:
+        log.warning("%s: %d unreadable line(s) ignored", sweep_dir / LEDGER, bad)
+    # one row per cell, its last word (a job that wrote its row and then died is also reported by the launcher)
+    rows = list({tuple(r.get("overrides") or [r.get("run_dir")]): r for r in lines}.values())
     counts = {k: sum(r["status"] == k for r in rows) for k in STATUSES}
     summary = {"sweep_dir": str(sweep_dir), "cells": len(rows), **counts,
                "failed_cells": [r for r in rows if r["status"] == "failed"]}
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / SUMMARY).write_text(json.dumps(summary, indent=1))
+    atomic_write_json(sweep_dir / SUMMARY, summary)
     return summary
 
 

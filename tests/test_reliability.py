@@ -315,3 +315,16 @@ def test_the_cli_prints_one_error_line_for_bad_overrides(bad, tmp_path):
     assert r.returncode == 2, r.tail
     _one_error(r)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_crash_in_a_single_run_is_recorded_failed_with_its_traceback(shared, tmp_path):
+    """Outside a sweep a bug still raises (the traceback on stderr, exit 1), and the cell's record says failed with
+    the reason and error.txt holds the traceback, so a later listing does not show it as running."""
+    boom = tmp_path / "boom.py"
+    boom.write_text("def boom(completions, **kw):\n    raise RuntimeError('reward exploded')\n")
+    r = cli([*FAST, f'method.rewards=[{{name: "{boom}:boom"}}]', *shared], tmp_path)
+    assert r.returncode == 1 and "RuntimeError: reward exploded" in r.stderr, r.tail
+    (result,) = (tmp_path / "runs").rglob("result.json")
+    rec = json.loads(result.read_text())
+    assert rec["status"] == "failed" and "reward exploded" in rec["error"], rec
+    assert "RuntimeError: reward exploded" in (result.parent / "error.txt").read_text()
