@@ -2,10 +2,11 @@
 texts; never image bytes), cheap enough to compute at every skip check.
 
 Split files are read and hashed each time (milliseconds). A folder listing (ImageNet's 1.28M files, a large image
-folder) is listed once: its fingerprint is cached in `<cache>/fingerprint.json` under a key made of the dataset
-config and the path, mtime and size of every folder the format names (`formats.LISTINGS`): adding, removing or
-renaming a file changes its folder's mtime, so the next check lists again. A moved dataset (other path, same
-files) is listed once more and gives the same fingerprint.
+folder) is listed once, and the authors' data tables (images inside) are read once: the fingerprint is cached in
+`<cache>/fingerprint.json` under a key made of the dataset config and the path, mtime and size of every folder and
+file the format names (`formats.LISTINGS`): adding, removing, renaming or rewriting a file changes a folder's or
+file's mtime, so the next check reads again. A moved dataset (other path, same files) is read once more and gives
+the same fingerprint.
 """
 
 from __future__ import annotations

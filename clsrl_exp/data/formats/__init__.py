@@ -164,11 +164,13 @@ FORMATS: dict[str, str | Callable[[DatasetConfig, str | os.PathLike | None], Spl
     "clsrl_official": "clsrl_exp.data.formats.official:read_official",
 }
 
-# layouts whose split is a folder listing -> `f(ds, root) -> list[Path]`: the folders (and files) whose mtimes
-# change whenever the listing does; `clsrl_exp.data.dataset_fingerprint` caches the fingerprint under them
+# layouts whose split is costly to read -> `f(ds, root) -> list[Path]`: the folders and files whose mtimes and sizes
+# change whenever the split does (a folder listing; the authors' data tables, images inside);
+# `clsrl_exp.data.dataset_fingerprint` caches the fingerprint under them
 LISTINGS: dict[str, str | Callable[[DatasetConfig, str | os.PathLike | None], list[Path]]] = {
     "imagenet": "clsrl_exp.data.formats.imagenet:listing_inputs",
     "imagefolder": "clsrl_exp.data.formats.imagefolder:listing_inputs",
+    "clsrl_official": "clsrl_exp.data.formats.official:listing_inputs",
 }
 
 

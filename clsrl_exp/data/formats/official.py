@@ -16,27 +16,16 @@ A malformed row is one `DataError` naming the file, the line (row) and the field
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from clsrl_exp.config import DatasetConfig
 from clsrl_exp.data.formats import Item, Splits, check_classes, content_fingerprint, dataset_dir
 from clsrl_exp.errors import ConfigError, DataError
+from clsrl_exp.rewards import extract_answer
 
 TRAIN_KEY, EVAL_KEYS = "train", ("test", "base", "new")
 SCORED_SPLITS = ("test", "valid", "val")  # the official eval keeps split in {test, valid}
-ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
-
-
-def answer_of(solution: str) -> str:
-    """The label inside `<answer>...</answer>` (stripped), else the whole string, as the official rewards read it.
-
-    >>> answer_of("<answer> banded </answer>"), answer_of("zigzagged")
-    ('banded', 'zigzagged')
-    """
-    m = ANSWER.search(solution)
-    return (m.group(1) if m else solution).strip()
 
 
 class _Rows:
@@ -129,7 +118,7 @@ def _read_file(rows: _Rows, key: str, rel: str, embedded: dict[str, tuple[_Rows,
         first, other = ("solution", "label") if train else ("label", "solution")
         name = first if first in row or other not in row else other
         value = _field(rows, n, row, name, need)
-        label = answer_of(value) if name == "solution" else value.strip()
+        label = extract_answer(value) if name == "solution" else value.strip()  # as the official rewards read it
         if not label:
             raise DataError(f"malformed row in {rows.path}, {rows.where} {n}: field 'solution' has an empty answer")
         if name == "solution" and isinstance(row.get("label"), str) and row["label"].strip() != label:
@@ -148,6 +137,14 @@ def _read_file(rows: _Rows, key: str, rel: str, embedded: dict[str, tuple[_Rows,
     if not out:
         raise DataError(f"{rows.path} has no rows" + ("" if train else f" with split in {SCORED_SPLITS}"))
     return out
+
+
+def listing_inputs(ds: DatasetConfig, root) -> list[Path]:
+    """The data files (a save_to_disk folder with its files): their paths, mtimes and sizes stand for the content, so
+    `clsrl_exp.data.dataset_fingerprint` caches the fingerprint instead of reading every table at each skip check."""
+    base = dataset_dir(ds, root)
+    paths = [base / rel for rel in (ds.files or {}).values()]
+    return [q for p in paths for q in ([p, *sorted(p.rglob("*"))] if p.is_dir() else [p])]
 
 
 def read_official(ds: DatasetConfig, root) -> Splits:
