@@ -29,6 +29,7 @@ from clsrl_exp.schema import (
     ERROR_FILE,
     PREDICTIONS_FILE,
     RESULT_FILE,
+    SETTING_SPLITS,
     TRAIN_FILE,
     TRAINER_DIR,
     EvalEntry,
@@ -37,7 +38,6 @@ from clsrl_exp.schema import (
 )
 
 log = logging.getLogger(__name__)
-SETTING_SPLITS = {"fewshot": ("test",), "base2new": ("base", "new"), "open": ("test",)}
 STALE_DIR = "stale"
 TRAINING_FILES = (CHECKPOINT_DIR, TRAINER_DIR, TRAIN_FILE, PREDICTIONS_FILE, ERROR_FILE, RESULT_FILE)
 

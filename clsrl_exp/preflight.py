@@ -47,34 +47,15 @@ def parse_argv(argv: list[str]) -> tuple[list[str], str | None, bool, bool]:
     return overrides, config_dir, multirun, info
 
 
-def _compose(overrides: list[str], config_dir: str | None, hydra: bool = False):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from clsrl_exp.config import CONF_DIR
-
-    extra = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir else []
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[*overrides, *extra], return_hydra_config=hydra)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def first_cell(overrides: list[str], config_dir: str | None) -> tuple[list[str], object]:
     """The overrides of the first cell a command would run (a sweep's first combination) and the composed base
     config (with its hydra node, for the sweep folder)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from clsrl_exp.compose import compose_config, fixed_overrides, sweep_jobs
 
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(overrides)
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    base = _compose(fixed, config_dir, hydra=True)
-    params = [f"{k}={v}" for k, v in (base.hydra.sweeper.params or {}).items()]
-    jobs = BasicSweeper.split_arguments(parser.parse_overrides(params + list(overrides)), None)[0]
-    return (list(jobs[0]) if jobs else fixed), base
+    fixed = fixed_overrides(overrides)
+    base = compose_config(fixed, config_dir, hydra=True)
+    jobs = sweep_jobs(base, overrides)
+    return (jobs[0] if jobs else fixed), base
 
 
 def _writable(path: Path, what: str) -> None:
@@ -103,12 +84,13 @@ def preflight(argv: list[str]) -> None:
         check_single_process_launch()  # e.g. `accelerate launch --cpu --num_processes 2`: one process, not two
     from omegaconf import OmegaConf
 
+    from clsrl_exp.compose import compose_config
     from clsrl_exp.config import to_run_config
     from clsrl_exp.runtime import check_tracker
 
     try:
         job, base = first_cell(overrides, config_dir)
-        cfg = _compose(job, config_dir)
+        cfg = compose_config(job, config_dir)
         container = OmegaConf.to_container(cfg, resolve=True)
     except UserError:
         raise

@@ -12,9 +12,10 @@ import logging
 from pathlib import Path
 
 from clsrl_exp.cells import cell_state, set_aside_evals, set_aside_training, training_fingerprint
-from clsrl_exp.config import RunConfig, planned_steps
+from clsrl_exp.config import RunConfig
 from clsrl_exp.errors import ConfigError
 from clsrl_exp.identity import train_hash, train_identity
+from clsrl_exp.plan import planned_steps
 from clsrl_exp.schema import Record, RunInfo, write_record
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,8 @@ def _run_cell(run: RunConfig, container: dict, cs) -> dict:
     # the machine: every backend that cannot run here stops the cell before any work
     device = runtime.setup_device()
     grpo = run.train.kind == "grpo"
-    rollout = generation.resolve_rollout(run.rollout.name, cuda=device.cuda, world_size=device.world_size,
-                                         grpo=grpo) if grpo else None
+    rollout = generation.resolve_rollout(run.rollout.name, cuda=device.cuda,
+                                         world_size=device.world_size) if grpo else None
     backend = generation.get_backend(run.eval.backend)
     if why := backend.unavailable(device):
         raise ConfigError(f"eval.backend={run.eval.backend} {why}")

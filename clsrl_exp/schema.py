@@ -42,6 +42,8 @@ TRAINER_DIR = "trainer"
 LOG_HISTORY_FILE = "log_history.jsonl"  # under TRAINER_DIR
 
 STATUSES = ("running", "complete", "failed", "interrupted")
+# the evaluation splits each setting's record holds on its own dataset (base-to-new: two label spaces)
+SETTING_SPLITS = {"fewshot": ("test",), "base2new": ("base", "new"), "open": ("test",)}
 RUN_KEYS = ("method", "model", "dataset", "setting", "shots", "seed")
 
 

@@ -130,34 +130,25 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
     Status: `complete` (nothing to do), `evaluate` (trained; N evaluations missing), `retrain` (its training data
     changed), `pending`, or the record's `running` / `failed` / `interrupted`. A cell with a record of its own reads
     its datasets' split definitions (`clsrl_exp.cells`): a missing dataset is listed as an error. `steps`: the
-    optimizer steps a training cell will make (`clsrl_exp.config.planned_steps`).
+    optimizer steps a training cell will make (`clsrl_exp.plan.planned_steps`).
     """
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
     from clsrl_exp.cells import cell_state
-    from clsrl_exp.config import CONF_DIR, planned_steps, to_run_config
+    from clsrl_exp.compose import compose_config, compose_container, fixed_overrides, hydra_session, sweep_jobs
+    from clsrl_exp.config import to_run_config
+    from clsrl_exp.plan import planned_steps
 
-    parser = OverridesParser.create()
-    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        base = compose("config", overrides=fixed, return_hydra_config=True)
-        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.params or {}).items()]
-        jobs = BasicSweeper.split_arguments(parser.parse_overrides(params + list(overrides)), None)[0]
+    with hydra_session():
+        base = compose_config(fixed_overrides(overrides), hydra=True)
+        jobs = sweep_jobs(base, overrides)
         check = _covering(jobs) if sample else set(range(len(jobs)))
         cells = []
         for i, job in enumerate(jobs):
-            cell = {"overrides": list(job), "run_dir": None, "status": "pending", "error": None, "steps": None}
+            cell = {"overrides": job, "run_dir": None, "status": "pending", "error": None, "steps": None}
             if i not in check:
                 cells.append({**cell, "status": "unchecked"})
                 continue
             try:
-                container = OmegaConf.to_container(compose("config", overrides=list(job)), resolve=True)
-                container.pop("hydra", None)
+                container = compose_container(job)
                 run = to_run_config(container)
                 cell["run_dir"] = run.run_dir  # what run_cell writes to (paths.runs/<training identity>)
                 cs = cell_state(run, container, listing=True)
@@ -166,7 +157,6 @@ def list_cells(overrides: list[str], sample: bool = False) -> list[dict]:
             except Exception as e:  # noqa: BLE001 - list every broken cell, not just the first
                 cell.update(status="error", error=f"{type(e).__name__}: {e}".splitlines()[0])
             cells.append(cell)
-    GlobalHydra.instance().clear()
     return cells
 
 

@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parent.parent / "clsrl_exp"
 LAYERS = {
     0: ["errors", "fileio", "plugins", "grids", "lengths"],
     1: ["schema", "identity", "rewards", "prompts", "resolvers", "runtime"],
-    2: ["config", "generation"],
+    2: ["config", "plan", "compose", "generation"],
     3: ["data", "data.*", "models", "cells"],
     4: ["evaluate", "generation.*", "train", "train.*"],
     5: ["run", "sweep", "preflight", "launchers", "__main__", "bench", "bench.*"],

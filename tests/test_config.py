@@ -14,9 +14,9 @@ import pytest
 from helpers import CONF, REPO, compose, run_config
 
 from clsrl_exp.cells import requested_evals
-from clsrl_exp.config import derive_batch
 from clsrl_exp.errors import ConfigError
 from clsrl_exp.identity import train_hash
+from clsrl_exp.plan import derive_batch
 
 GROUPS = ["model", "dataset", "method", "train", "setting", "rollout", "logger", "debug"]
 # Options that only validate together with a matching other group (a train kind needs a method that uses it).

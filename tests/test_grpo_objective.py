@@ -10,8 +10,8 @@ import math
 import pytest
 from helpers import TINY, run_config
 
-from clsrl_exp.config import planned_steps, steps_per_epoch
 from clsrl_exp.grids import PAPER_DATASETS
+from clsrl_exp.plan import planned_steps, steps_per_epoch
 from clsrl_exp.runtime import Device
 
 # paper.md 3.1: optimizer steps of the official runs, N = 4 shots x classes, ceil(ceil(N/8)/2) per epoch
@@ -76,7 +76,7 @@ def _live_max_steps(run, n: int, tmp_path, tiny_path) -> int:
 @pytest.mark.slow
 def test_the_live_trainer_makes_the_official_step_table(tiny_path, tmp_path):
     """The trainer's own max_steps (and so its LR schedule) for all 11 datasets x 2 settings equals the table."""
-    from clsrl_exp.config import training_classes
+    from clsrl_exp.plan import training_classes
 
     for ds in PAPER_DATASETS:
         for setting, official in zip(SETTINGS, OFFICIAL_STEPS[ds], strict=True):
@@ -96,7 +96,7 @@ def test_one_and_two_ranks_step_the_same_prompts(n):
     from accelerate.data_loader import BatchSamplerShard
     from torch.utils.data import BatchSampler
 
-    from clsrl_exp.config import derive_batch
+    from clsrl_exp.plan import derive_batch
     from clsrl_exp.train.sampler import PaddedRepeatSampler
 
     seen = {}

@@ -355,7 +355,7 @@ def test_resolve_rollout(monkeypatch, session_root):
     import clsrl_exp.generation.vllm as vllm_backend
 
     name = lambda cls: cls.name
-    resolve = lambda n, cuda: name(generation.resolve_rollout(n, cuda=cuda, world_size=1, grpo=True))
+    resolve = lambda n, cuda: name(generation.resolve_rollout(n, cuda=cuda, world_size=1))
     for vllm_ok in (False, True):
         monkeypatch.setattr(vllm_backend, "vllm_available", lambda ok=vllm_ok: ok)
         assert resolve("auto", cuda=False) == "hf"  # no CUDA: hf, whatever is installed
@@ -371,7 +371,7 @@ def test_resolve_rollout(monkeypatch, session_root):
     with pytest.raises(ConfigError, match=r"but no CUDA GPU is visible; use rollout=hf"):
         resolve("vllm-colocate", cuda=False)
     assert resolve("vllm-server", cuda=True) == "vllm-server"
-    assert name(generation.resolve_rollout("auto", cuda=True, world_size=2, grpo=True)) == "hf"  # 2 processes
+    assert name(generation.resolve_rollout("auto", cuda=True, world_size=2)) == "hf"  # 2 processes
 
 
 # ----------------------------------------------------------------------------------------------------- budget

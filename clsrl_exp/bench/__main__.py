@@ -25,18 +25,12 @@ from clsrl_exp.bench import eval_throughput, fixtures, grpo_step, hardware
 log = logging.getLogger("clsrl_exp.bench")
 
 
-def compose_run(model: str, method: str, out: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+def bench_run(model: str, method: str, out: Path):
+    """The run config the benchmark times (a DTD cell of `model` x `method`, outputs under `out`)."""
+    from clsrl_exp.compose import compose_run
 
-    from clsrl_exp.config import CONF_DIR, to_run_config
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={model}", f"method={method}", "dataset=dtd", "logger=none",
-                                           "rollout=hf", f"paths.output_root={out}"])
-    return to_run_config(OmegaConf.to_container(cfg, resolve=True))
+    return compose_run([f"model={model}", f"method={method}", "dataset=dtd", "logger=none", "rollout=hf",
+                        f"paths.output_root={out}"])
 
 
 def grpo_floor(params: dict, hidden: int, vocab: int, prompt_tokens: float, patches: float, length: int,
@@ -54,13 +48,6 @@ def grpo_floor(params: dict, hidden: int, vocab: int, prompt_tokens: float, patc
 def eval_floor(params: dict, prompt_tokens: float, patches: float, rate: float) -> float:
     """Images/s a prefill-bound evaluation can reach at most (answers of a few tokens)."""
     return rate / (2 * params["lm_body"] * prompt_tokens + 2 * params["vision"] * patches)
-
-
-def table(rows: list[tuple]) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = [" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.cuda
     rate, bw = hardware.matmul_rate(cuda), hardware.copy_bandwidth(cuda)
     log.info("measured: matmul %.0f TFLOP/s, copy %.0f GB/s", rate / 1e12, bw / 1e9)
-    run = compose_run(a.model, "nothink", out / "runs")
+    run = bench_run(a.model, "nothink", out / "runs")
     path = (models.resolve_model_path(run.model, run.paths.cache) if run.model.path is None
             else fixtures.build_random_model(run.model, out / f"model-{a.model}", cuda))
     processor = models.load_processor(path, run.model)
@@ -156,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         attempt("nothink", "TRL defaults", grpo_step.variant_run(run, trl_defaults=True, length=a.nothink_len,
                                                                  steps=a.steps, prompts_per_step=pps))
     if "think" not in skip:  # longer completions need more memory: halve the micro batch until it fits
-        think = compose_run(a.model, "clsrl", out / "runs")
+        think = bench_run(a.model, "clsrl", out / "runs")
         mb = best["micro_batch"]
         while mb >= 4:
             n = len(result["grpo"])
@@ -216,7 +203,7 @@ def images_main(a) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model = a.model or "qwen2vl-2b"
-    run = compose_run(model, "nothink", out / "runs")
+    run = bench_run(model, "nothink", out / "runs")
     processor = fixtures.offline_processor(run.model, out / f"processor-{model}")
     w, h = (int(x) for x in a.source.split("x"))
     prompts = a.prompts or run.train.prompts_per_step
@@ -255,7 +242,7 @@ def render(r: dict) -> str:
     head = (f"{r['device']} | {r['model']} ({r['params']['total'] / 1e9:.2f} B params) | matmul "
             f"{r['matmul_tflops']:.0f} TFLOP/s, copy {r['copy_gbs']:.0f} GB/s | prompt {r['prompt_tokens']:.0f} tokens "
             f"({r['image_tokens']} visual)")
-    parts = [head, "", table(rows)]
+    parts = [head, "", fixtures.table(rows)]
     parts += [f"FAILED {f['method']} {f['variant']}: {f['error']}" for f in r.get("failed", [])]
     by = {g["variant"]: g for g in r["grpo"] if g["method"] == "nothink"}
     mine = [g for g in r["grpo"] if g["method"] == "nothink" and g["variant"].startswith("ours")]
@@ -274,7 +261,7 @@ def render(r: dict) -> str:
         for e in r["eval"]:
             erows.append((e["setting"], e["images"], f"{e['seconds']:.1f}", f"{e['images_per_s']:.1f}",
                           f"{e['floor_images_per_s']:.0f}", f"{100 * e['of_floor']:.0f}%"))
-        parts += ["", table(erows)]
+        parts += ["", fixtures.table(erows)]
         best = max(r["eval"][1:], key=lambda e: e["images_per_s"], default=None)
         if best:
             parts.append(f"\nours / official: {best['images_per_s'] / r['eval'][0]['images_per_s']:.2f}x")

@@ -101,3 +101,11 @@ def examples(n: int, size: int, out_dir: Path, seed: int = 0, names: list[str] |
         out.append(Example(id=path.name, image_path=str(path), label=label,
                            options=tuple(option_list(names, label, len(names), seed, path.name)), split="test"))
     return out
+
+
+def table(rows: list[tuple]) -> str:
+    """A plain-text table: the first row is the header, columns padded to their widest cell."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -17,6 +17,8 @@ import time
 from dataclasses import replace
 from types import SimpleNamespace
 
+from clsrl_exp.bench.fixtures import table
+
 
 def _timed(fn, calls: list):
     """`fn` (a `_process_images`) that appends (seconds, image slots) per call to `calls`."""
@@ -147,14 +149,11 @@ def render(r: dict) -> str:
     for s in g["summary"]:
         rows.append((s["path"], s["epochs"], s["steps"], f"{s['rows_ms']:.0f}", f"{s['processor_ms']:.0f}",
                      f"{s['images_ms']:.0f}", f"{s['total_ms']:.0f}", f"{s['cpu_ms']:.0f}", f"{s['processed']:.0f}"))
-    widths = [max(len(str(x[i])) for x in rows) for i in range(len(rows[0]))]
-    lines = [" | ".join(str(c).ljust(w) for c, w in zip(x, widths, strict=True)) for x in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
     head = (f"GRPO image work per step on {r['device']} ({r['threads']} torch thread(s)): {r['model']} processor "
             f"({r['image_size']} px, {r['image_tokens']} visual tokens), {g['slots_per_step']} image slots = "
             f"{g['unique_per_step']} prompts x {g['slots_per_step'] // g['unique_per_step']}, "
             f"{g['train_images']} training images ({r['source']} JPEGs), {g['epochs']} epochs")
-    out = [head, "", *lines, "", f"cached path fed identical prompt ids and pixels: {g['identical']}"]
+    out = [head, "", table(rows), "", f"cached path fed identical prompt ids and pixels: {g['identical']}"]
     by = {(s["path"], s["epochs"]): s for s in g["summary"]}
     for ep in ("epoch 1", "epochs 2+"):
         if ("trl", ep) in by and ("cached", ep) in by:

@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from clsrl_exp.compose import compose_run
 from clsrl_exp.data.protocol import ensure_dataset, eval_sets, load_splits, train_examples
 from clsrl_exp.errors import UserError
 from clsrl_exp.fileio import atomic_write_text
@@ -93,27 +94,6 @@ def import_yaml(run, written: dict[str, Path], name: str) -> str:
     return "\n".join(lines)
 
 
-def _compose(dataset: str, setting: str, seed: int, shots: int, overrides: list[str], config_dir: str | None):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-
-    from clsrl_exp.config import CONF_DIR, to_run_config
-    from clsrl_exp.errors import ConfigError
-
-    extra = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir else []
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        try:
-            cfg = compose("config", overrides=[f"dataset={dataset}", f"setting={setting}", f"seed={seed}",
-                                               f"shots={shots}", "logger=none", *overrides, *extra])
-        except HydraException as e:
-            raise ConfigError(str(e).splitlines()[0]) from None
-    container = OmegaConf.to_container(cfg, resolve=True)
-    return to_run_config(container)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m clsrl_exp.data.export", description=__doc__.split("\n\n")[0])
     p.add_argument("dataset", help="a dataset option (conf/dataset/<name>.yaml or one in --config-dir)")
@@ -127,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the composed config, e.g. data.root=/data")
     a = p.parse_intermixed_args(argv)
     try:
-        run = _compose(a.dataset, a.setting, a.seed, a.shots, a.overrides, a.config_dir)
+        run = compose_run([f"dataset={a.dataset}", f"setting={a.setting}", f"seed={a.seed}", f"shots={a.shots}",
+                           "logger=none", *a.overrides], a.config_dir)
         written = export(run, a.out, a.train_out)
         if a.yaml is not None:
             atomic_write_text(a.yaml, import_yaml(run, written, a.yaml.stem))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import random
 import warnings
@@ -32,6 +31,7 @@ from clsrl_exp.data.images import image_is_readable, image_suffix
 from clsrl_exp.data.synthetic import ensure_synthetic
 from clsrl_exp.errors import ConfigError, DataError
 from clsrl_exp.fileio import atomic_write_bytes, read_sealed_json, write_sealed_json
+from clsrl_exp.plan import base_count
 from clsrl_exp.prompts import option_count, option_list
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,7 @@ def class_halves(num_classes: int, base_split: str) -> tuple[list[int], list[int
     >>> class_halves(5, "floor"), class_halves(5, "ceil")
     (([0, 1], [2, 3, 4]), ([0, 1, 2], [3, 4]))
     """
-    if base_split not in ("floor", "ceil"):
-        raise ValueError(f"base_split must be floor or ceil (got {base_split!r})")
-    m = num_classes // 2 if base_split == "floor" else math.ceil(num_classes / 2)
+    m = base_count(num_classes, base_split)
     return list(range(m)), list(range(m, num_classes))
 
 

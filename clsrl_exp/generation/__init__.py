@@ -150,7 +150,7 @@ def get_rollout(name: str) -> type[Rollout] | str:
     return _lookup(ROLLOUTS, name, "rollout.name", Rollout, extra=(AUTO,))
 
 
-def resolve_rollout(name: str, *, cuda: bool, world_size: int, grpo: bool) -> type[Rollout]:
+def resolve_rollout(name: str, *, cuda: bool, world_size: int) -> type[Rollout]:
     """The rollout this run uses; `auto` picks vllm-colocate on one CUDA GPU with vllm installed, else hf. An
     explicit backend that cannot run here is a `ConfigError` naming every missing piece."""
     import logging
@@ -162,8 +162,7 @@ def resolve_rollout(name: str, *, cuda: bool, world_size: int, grpo: bool) -> ty
     device = Device(cuda=cuda, world_size=world_size)
     if name == AUTO:
         colocate = get_rollout("vllm-colocate")
-        why = colocate.unavailable(device) or (None if world_size == 1 else f"{world_size} processes") or (
-            None if grpo else "not a GRPO run")
+        why = colocate.unavailable(device) or (None if world_size == 1 else f"{world_size} processes")
         if why is None:
             log.info("rollout=auto: vllm installed and one CUDA GPU -> vllm-colocate")
             return colocate

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from clsrl_exp.errors import UserError
-from clsrl_exp.schema import RESULT_FILE, validate
+from clsrl_exp.schema import RESULT_FILE, SETTING_SPLITS, validate
 
 DEFAULT_PROMPT = "eval"  # the method's own eval template: the paper's rows
 
@@ -101,7 +101,7 @@ def _validate(data: Any) -> str | None:
         return reason
     run, evals = data["run"], data["evals"]
     own = {(ev["dataset"], ev["split"]) for ev in evals}
-    needed = ("base", "new") if run["setting"] == "base2new" else ("test",)
+    needed = SETTING_SPLITS.get(run["setting"], ("test",))
     for split in needed:
         if (run["dataset"], split) not in own:
             return f"no '{split}' eval on its own dataset {run['dataset']!r}"

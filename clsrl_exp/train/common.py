@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from clsrl_exp.config import BatchPlan, RunConfig, derive_batch
+from clsrl_exp.config import RunConfig
+from clsrl_exp.plan import BatchPlan, derive_batch
 from clsrl_exp.runtime import Device
 
 

@@ -13,8 +13,9 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from clsrl_exp.config import RunConfig, steps_per_epoch
+from clsrl_exp.config import RunConfig
 from clsrl_exp.fileio import atomic_write_json
+from clsrl_exp.plan import steps_per_epoch
 from clsrl_exp.runtime import Device
 from clsrl_exp.schema import CHECKPOINT_DIR, LOG_HISTORY_FILE, TRAIN_FILE, TRAINER_DIR, TrainSummary
 

@@ -121,10 +121,9 @@ def check_rollout_inputs(run: RunConfig, rollout: type[Rollout], model_path: str
                          eval_sets=()) -> None:
     """The rollout backend's limits (e.g. vLLM's context length and pixel bounds) against the real GRPO prompts of
     the training examples and a sample of every eval set, before training starts."""
-    from clsrl_exp.prompts import grpo_messages, prompt_text
+    from clsrl_exp.train.rows import grpo_prompt
 
     pairs = [(run.dataset.question_in(run.setting.name), ex) for ex in examples]
     pairs += [(s.question, ex) for s in eval_sets for ex in s.examples[:256]]
-    texts = [grpo_messages(prompt_text(run.method.train_template, q, ex.options, ex.problem), run.method)
-             for q, ex in pairs]
+    texts = [grpo_prompt(ex, run.method, q) for q, ex in pairs]
     rollout.check_inputs(run, model_path, processor, texts, [ex.image_path for _, ex in pairs])

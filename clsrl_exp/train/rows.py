@@ -33,6 +33,16 @@ def _lazy_images(dataset, image_size: int, key: str, cache_size: int = 256):
     return dataset.with_transform(transform)
 
 
+def grpo_prompt(ex, method: MethodConfig, question: str) -> list[dict]:
+    """One example's GRPO prompt messages: the method's train template, as TRL's trainer receives them."""
+    return grpo_messages(prompt_text(method.train_template, question, ex.options, ex.problem), method)
+
+
+def sft_prompt(ex, method: MethodConfig, question: str) -> list[dict]:
+    """One example's SFT prompt messages (the method's train template in the SFT conversation)."""
+    return sft_messages(prompt_text(method.train_template, question, ex.options, ex.problem), method)
+
+
 def grpo_dataset(examples, method: MethodConfig, question: str, image_size: int, decoded_cache: int = 256):
     """One row per training example with the method's train template; the last `decoded_cache` images stay decoded
     (`clsrl_exp.train.imagecache.decoded_cache_size`)."""
@@ -40,8 +50,7 @@ def grpo_dataset(examples, method: MethodConfig, question: str, image_size: int,
 
     rows = {"prompt": [], "image": [], "label": [], "id": []}
     for ex in examples:
-        rows["prompt"].append(grpo_messages(prompt_text(method.train_template, question, ex.options, ex.problem),
-                                            method))
+        rows["prompt"].append(grpo_prompt(ex, method, question))
         rows["image"].append(ex.image_path)
         rows["label"].append(ex.label)
         rows["id"].append(ex.id)
@@ -64,5 +73,5 @@ def sft_dataset(rows: Sequence[tuple], image_size: int):
 
 def sft_rows(examples, method: MethodConfig, question: str) -> list[tuple]:
     """The SFT baseline's rows: the method's prompt and its target template filled with the label."""
-    return [(ex, sft_messages(prompt_text(method.train_template, question, ex.options, ex.problem), method),
-             method.target_template.replace("{label}", ex.label)) for ex in examples]
+    return [(ex, sft_prompt(ex, method, question), method.target_template.replace("{label}", ex.label))
+            for ex in examples]

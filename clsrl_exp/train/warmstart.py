@@ -46,8 +46,7 @@ def warm_examples(run: RunConfig):
 
 def warm_start(run: RunConfig, base_path: str, device: Device) -> str:
     """Return the path of the warm-started model, building it once (file lock) if needed."""
-    from clsrl_exp.prompts import prompt_text, sft_messages
-    from clsrl_exp.train.rows import sft_dataset
+    from clsrl_exp.train.rows import sft_dataset, sft_prompt
     from clsrl_exp.train.sft import make_sft_trainer
 
     ws = run.model.warm_start
@@ -57,8 +56,7 @@ def warm_start(run: RunConfig, base_path: str, device: Device) -> str:
 
     def build(folder: Path) -> None:
         triples = warm_examples(run)
-        rows = [(ex, sft_messages(prompt_text(m.train_template, q, ex.options, ex.problem), m), target)
-                for ex, m, q, target in triples]
+        rows = [(ex, sft_prompt(ex, m, q), target) for ex, m, q, target in triples]
         dataset = sft_dataset(rows, run.model.image_size)
         processor = load_processor(base_path, run.model)
         train = replace(run.train, kind="sft", learning_rate=ws.learning_rate, lr_scheduler_type="constant",
